@@ -1,0 +1,56 @@
+# deploylab: `make lab` opens the notebooks, `make test` runs every test.
+# Both set up .venv first; set-up reruns only when pyproject.toml or requirements.lock change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deploylab-installed
+ARGS   ?=
+SUITE  ?= roofline
+OUT    ?= out
+
+.PHONY: setup lab test lint bench lock clean-venv help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make lab   [ARGS=--no-browser]   set up .venv and open JupyterLab on the notebooks"
+	@echo "make test  [ARGS='-k measure']   set up .venv and run the whole test suite"
+	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
+	@echo "make lint                        ruff on lib/ and tests/"
+	@echo "make lock                        re-pin requirements.lock from pyproject.toml"
+
+setup: $(STAMP)
+
+# torch==2.13.0 resolves to the CPU wheel this machine keeps on disk (pip's find-links);
+# the package itself installs editable, so lib/ changes need no re-install.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
+	$(BIN)/deploylab env > /dev/null || { echo "some assets are missing or corrupt:"; \
+		$(BIN)/deploylab env; exit 1; }
+	@touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.ip=127.0.0.1 $(ARGS) notebooks/00_welcome.ipynb
+
+test: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check lib tests
+
+bench: setup
+	$(BIN)/deploylab bench $(SUITE) --json $(OUT)/$(SUITE).json $(ARGS)
+
+# Re-pin: a throw-away venv gets pyproject's pins, and its full freeze becomes the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check ".[dev]"
+	.lock-venv/bin/python -m pip freeze --all --exclude-editable \
+		| grep -v -E '^(pip|deploylab)==' | sed -E 's/^(torch==[^+]+)\+cpu$$/\1/' > requirements.lock
+	rm -rf .lock-venv
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,157 @@
+"""Benchmark suites and the JSON every `deploylab bench SUITE` writes (schema: DESIGN.md).
+
+A suite is a module in this package with a function `run(smoke: bool) -> BenchResult`;
+dropping a new module here is all it takes to add one (`deploylab bench --list` finds it).
+Variants are measured side by side in one process; ratios to the baseline come from the
+same run, so they hold on another machine even when absolute times do not.
+
+Example:
+    >>> from deploylab import bench
+    >>> result = bench.run("roofline", smoke=True)
+    >>> result.write_json("out/roofline.json")
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import pkgutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import DeploylabError
+
+__all__ = ["ACCURACY_LIKE", "BenchError", "BenchResult", "Variant", "run", "suites"]
+
+# Quality metrics that are fractions in [0, 1] (DESIGN.md); checked before writing.
+ACCURACY_LIKE = ("accuracy", "recall", "precision", "f1", "exact_match", "cosine", "agreement",
+                 "mrr")
+
+
+class BenchError(DeploylabError):
+    """A benchmark was asked for something that does not exist or cannot be written."""
+
+
+@dataclass
+class Variant:
+    """One row of a benchmark: a model or kernel variant and its figures.
+
+    Fields that do not apply stay None; a variant that cannot run here keeps its row with
+    `skipped` saying why. `extra` holds suite-specific fields, written at the top level.
+    """
+
+    name: str
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    throughput_per_s: float | None = None
+    size_mb: float | None = None
+    peak_rss_mb: float | None = None
+    quality: dict | None = None
+    skipped: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.quality is not None:
+            metric, value = self.quality.get("metric"), self.quality.get("value")
+            if not isinstance(metric, str):
+                raise BenchError(f"variant {self.name!r}: quality needs a 'metric' name")
+            if value is not None and any(k in metric.lower() for k in ACCURACY_LIKE):
+                if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                    raise BenchError(f"variant {self.name!r}: {metric} must be a fraction in "
+                                     f"[0, 1], got {value!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        if self.skipped is None:
+            d.pop("skipped")
+        return {**d, **extra}
+
+
+@dataclass
+class BenchResult:
+    """A suite's whole result, as written to JSON."""
+
+    suite: str
+    smoke: bool
+    hardware: dict
+    baseline: str
+    variants: list[Variant]
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise BenchError(f"suite {self.suite!r}: variant names repeat: {names}")
+        if self.baseline not in names:
+            raise BenchError(f"suite {self.suite!r}: baseline {self.baseline!r} is not a variant")
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def to_dict(self) -> dict:
+        return {"suite": self.suite, "smoke": self.smoke, "hardware": self.hardware,
+                "baseline": self.baseline, **self.extra,
+                "variants": [v.to_dict() for v in self.variants]}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write atomically (a temporary file renamed into place): never a half-written file."""
+        out = Path(path)
+        if out.is_dir():
+            raise BenchError(f"{out} is a folder; give a file path such as {out / 'bench.json'}")
+        text = json.dumps(_finite(self.to_dict()), indent=2) + "\n"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return out
+
+
+def _finite(obj):
+    """JSON has no NaN or infinity: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def suites() -> dict[str, str]:
+    """Available suites: name -> first line of its module docstring (imports each module)."""
+    out = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        out[info.name] = (mod.__doc__ or "").strip().splitlines()[0]
+    return out
+
+
+def run(name: str, *, smoke: bool = False) -> BenchResult:
+    """Run one suite.
+
+    Args:
+        name (str): a suite name (see `suites()`).
+        smoke (bool, default False): seconds instead of minutes, for CI and checks.
+
+    Returns:
+        BenchResult: write it with `.write_json(path)`.
+
+    Raises:
+        BenchError: for an unknown suite, listing the known ones.
+    """
+    names = [i.name for i in pkgutil.iter_modules(__path__) if not i.name.startswith("_")]
+    if not isinstance(name, str) or name not in names:
+        raise BenchError(f"unknown benchmark suite {name!r}; available: {', '.join(sorted(names))}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    result = module.run(smoke=smoke)
+    if not isinstance(result, BenchResult):
+        raise BenchError(f"suite {name!r} returned {type(result).__name__}, not a BenchResult")
+    return result
