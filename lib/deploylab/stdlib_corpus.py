@@ -14,6 +14,7 @@ import importlib
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def _from_source(module: str, source: str) -> Iterator[dict]:
 
 def _from_c_module(module: str) -> Iterator[dict]:
     try:
-        mod = importlib.import_module(module)
+        with warnings.catch_warnings():  # audioop, nis, ...: deprecated, still documented
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mod = importlib.import_module(module)
     except Exception:
         return
     if doc := _clean(mod.__doc__):

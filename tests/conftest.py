@@ -1,0 +1,58 @@
+"""Test-wide settings: offline, smoke mode, a socket guard, and a `notebook` marker.
+
+Every test and every notebook kernel runs with the network blocked (see netguard/); a test
+during which anything tried to reach beyond this machine fails, even if the library
+swallowed the error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+GUARD_DIR = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(GUARD_DIR))
+import netguard  # noqa: E402
+
+# Before anything imports huggingface_hub (it reads these at import time).
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+                  DEPLOYLAB_NETGUARD="1", MPLBACKEND="Agg")
+os.environ.setdefault("DEPLOYLAB_SMOKE", "1")  # tests never run notebooks in full
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(GUARD_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
+_log = Path(tempfile.mkstemp(prefix="deploylab-netguard-", suffix=".log")[1])
+os.environ["DEPLOYLAB_NETGUARD_LOG"] = str(_log)
+netguard.install()
+
+
+def _logged() -> list[str]:
+    return _log.read_text().splitlines() if _log.exists() else []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    before_mem, before_log = len(netguard.attempts), len(_logged())
+    result = yield
+    if item.get_closest_marker("allow_blocked_network") is None:
+        new = netguard.attempts[before_mem:] + _logged()[before_log:]
+        if new:
+            raise AssertionError("the test tried to reach the network: " + "; ".join(new))
+    return result
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_blocked_network: the test provokes the guard")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("::")[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebook)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _log.unlink(missing_ok=True)

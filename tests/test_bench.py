@@ -1,0 +1,75 @@
+import json
+import math
+
+import pytest
+
+from deploylab import bench
+from deploylab.bench import BenchError, BenchResult, Variant
+
+HW = {"cpu": "test", "cores": 2, "threads": 2, "flags": []}
+
+
+def test_suites_are_discovered():
+    assert "roofline" in bench.suites()
+
+
+def test_unknown_suite_lists_the_real_ones():
+    with pytest.raises(BenchError, match=r"unknown benchmark suite 'nonsense'.*roofline"):
+        bench.run("nonsense")
+
+
+@pytest.fixture(scope="module")
+def roofline():
+    return bench.run("roofline", smoke=True)
+
+
+def test_roofline_suite_follows_the_schema(roofline, tmp_path):
+    data = json.loads(roofline.write_json(tmp_path / "r.json").read_text())
+    assert data["suite"] == "roofline" and data["smoke"] is True
+    assert {"cpu", "cores", "threads", "flags"} <= set(data["hardware"])
+    assert data["baseline"] == "fp32-matmul"
+    names = [v["name"] for v in data["variants"]]
+    assert names == ["fp32-matmul", "bf16-matmul", "int8-matmul"]
+    for v in data["variants"]:
+        for key in ("latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb",
+                    "peak_rss_mb", "quality"):
+            assert key in v
+        assert v["throughput_per_s"] > 0
+        assert v["latency_ms_p90"] >= v["latency_ms_p50"] > 0
+        assert 0.0 <= v["quality"]["value"] <= 1.0
+        assert v["throughput_unit"] in ("GFLOP/s", "GOP/s")
+    assert data["variants"][0]["speedup_vs_baseline"] == pytest.approx(1.0)
+    assert data["memory_bandwidth_gbs"] > 0
+
+
+def test_write_json_refuses_a_folder_and_leaves_nothing(tmp_path, roofline):
+    with pytest.raises(BenchError, match="is a folder"):
+        roofline.write_json(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_creates_parents_and_writes_null_for_nan(tmp_path):
+    result = BenchResult("t", True, HW, "a", [Variant("a", latency_ms_p50=math.nan)])
+    out = result.write_json(tmp_path / "deep" / "t.json")
+    assert json.loads(out.read_text())["variants"][0]["latency_ms_p50"] is None
+    assert [p.name for p in out.parent.iterdir()] == ["t.json"]
+
+
+def test_skipped_variant_keeps_its_row_with_a_reason():
+    v = Variant("cuda", skipped="no CUDA device here")
+    d = v.to_dict()
+    assert d["skipped"] == "no CUDA device here" and d["latency_ms_p50"] is None
+    assert "skipped" not in Variant("cpu").to_dict()
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "high"])
+def test_accuracy_like_quality_must_be_a_fraction(value):
+    with pytest.raises(BenchError, match=r"fraction in \[0, 1\]"):
+        Variant("x", quality={"metric": "recall_at_10", "value": value})
+
+
+def test_result_checks_baseline_and_names():
+    with pytest.raises(BenchError, match="baseline 'z'"):
+        BenchResult("t", False, HW, "z", [Variant("a")])
+    with pytest.raises(BenchError, match="repeat"):
+        BenchResult("t", False, HW, "a", [Variant("a"), Variant("a")])
