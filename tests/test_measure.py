@@ -173,3 +173,29 @@ def test_plot_roofline_draws_every_dtype_and_point():
     ax = measure.plot_roofline(roof, [("model", 3.0, 40.0, "fp32")])
     assert len(ax.get_lines()) == 2
     assert len(ax.collections) == 1
+
+
+def test_shape_sweep_covers_the_grid_with_flops():
+    layer = torch.nn.Linear(16, 16)
+
+    def call_for(batch, seq):
+        x = torch.randn(batch, seq, 16)
+        return lambda: layer(x)
+
+    table = measure.shape_sweep(call_for, [1, 4], [2, 8], warmup=1, repeats=3)
+    assert sorted(zip(table.batch, table.seq, strict=True)) == [(1, 2), (1, 8), (4, 2), (4, 8)]
+    row = table[(table.batch == 4) & (table.seq == 8)].iloc[0]
+    assert row.gflops == pytest.approx(2 * 4 * 8 * 16 * 16 / 1e9)
+    assert row.tokens_per_s == pytest.approx(row.items_per_s * 8)
+    assert (table.gflop_per_s > 0).all()
+
+
+@pytest.mark.parametrize(("flags", "int8", "bf16"), [
+    (["avx2", "fma"], "no VNNI", "no native bf16"),
+    (["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], "VNNI", "native bf16"),
+    (["avx2", "amx_tile", "amx_int8", "amx_bf16"], "AMX", "native bf16"),
+    ([], "no AVX2", "no native bf16"),
+])
+def test_describe_cpu_explains_int8_and_bf16(flags, int8, bf16):
+    lines = measure.describe_cpu(flags)
+    assert int8 in lines[0] and bf16 in lines[1]

@@ -29,11 +29,8 @@ def _env(args: argparse.Namespace) -> int:
                 "accelerator"):
         print(f"  {key:22} {hw[key]}")
     print(f"  {'flags':22} {' '.join(hw['flags']) or '(none of interest)'}")
-    missing = [f for f in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-               if f not in hw["flags"]]
-    if len(missing) == 4:
-        print("  note: no VNNI, bf16 or AMX instructions: int8 gains come from AVX2 only and"
-              " bf16 runs in software (see notebooks/01_measuring.ipynb)")
+    for line in measure.describe_cpu(hw["flags"]):
+        print(f"  {'':22} {line}")
     if hw["env"]:
         print(f"  {'env':22} {hw['env']}")
     print("\nassets")

@@ -199,6 +199,39 @@ def summary(timings: Mapping[str, Timing], baseline: str | None = None):
     return pd.DataFrame(rows).set_index("name")
 
 
+def shape_sweep(call_for: Callable[[int, int], Callable[[], object]], batch_sizes, seq_lens, *,
+                warmup: int = 2, repeats: int = 10, flops: bool = True,
+                max_time_s: float | None = None):
+    """Latency, throughput and achieved GFLOP/s over a grid of (batch, sequence) shapes,
+    all shapes interleaved in one `compare` run.
+
+    Args:
+        call_for (Callable[[int, int], Callable]): (batch, seq) -> zero-argument callable.
+        batch_sizes (Iterable[int]): batch sizes.
+        seq_lens (Iterable[int]): sequence lengths (tokens, samples, pixels: any length).
+        warmup, repeats, max_time_s: as in `compare`.
+        flops (bool, default True): count each shape's operations with `count_flops`.
+
+    Returns:
+        pandas.DataFrame: columns batch, seq, p50_ms, p90_ms, items_per_s, tokens_per_s,
+        gflops (operations per call / 1e9) and gflop_per_s (achieved rate), one row a shape.
+    """
+    import pandas as pd
+
+    shapes = [(int(b), int(s)) for s in seq_lens for b in batch_sizes]
+    calls = {f"{b}x{s}": call_for(b, s) for b, s in shapes}
+    timings = compare(calls, warmup=warmup, repeats=repeats, max_time_s=max_time_s,
+                      batch_size={f"{b}x{s}": b for b, s in shapes})
+    rows = []
+    for b, s in shapes:
+        t = timings[f"{b}x{s}"]
+        gflops = count_flops(calls[f"{b}x{s}"]) / 1e9 if flops else float("nan")
+        rows.append({"batch": b, "seq": s, "p50_ms": t.p50, "p90_ms": t.p90,
+                     "items_per_s": t.throughput_per_s, "tokens_per_s": t.throughput_per_s * s,
+                     "gflops": gflops, "gflop_per_s": gflops / (t.p50 / 1e3)})
+    return pd.DataFrame(rows)
+
+
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[int]:
     """Run a block with torch limited to `n` intra-op threads, then restore the old count.
@@ -404,6 +437,34 @@ def _cpuinfo() -> tuple[str, set[str]]:
 def cpu_flags() -> list[str]:
     """The instruction-set flags of this CPU that matter for int8/bf16 speed."""
     return [f for f in FLAGS_OF_INTEREST if f in _cpuinfo()[1]]
+
+
+def describe_cpu(flags: list[str] | None = None) -> list[str]:
+    """What this CPU's instruction set means for int8 and bf16 speed, in plain sentences.
+
+    Args:
+        flags (list[str] | None, default None): from `fingerprint()["flags"]`; this CPU's if None.
+
+    Returns:
+        list[str]: one line for int8, one for bf16.
+    """
+    f = set(cpu_flags() if flags is None else flags)
+    if {"amx_int8", "amx_tile"} <= f:
+        int8 = "int8: AMX tiles present: int8 matrix products can run ~8x fp32 or more."
+    elif f & {"avx512_vnni", "avx_vnni", "asimddp", "i8mm"}:
+        int8 = ("int8: VNNI/dot-product instructions present: int8 matmuls accumulate in 32 bits "
+                "in one instruction; expect 2-4x fp32 on compute-bound layers.")
+    elif "avx2" in f:
+        int8 = ("int8: no VNNI: int8 matmuls use AVX2 (VPMADDUBSW, 16-bit pair sums that can "
+                "saturate, hence 7-bit weights); expect at most ~2x fp32, less on small layers.")
+    else:
+        int8 = "int8: no AVX2 or dot-product instructions: int8 gains will be small or negative."
+    if f & {"amx_bf16", "avx512_bf16", "bf16"}:
+        bf16 = "bf16: native bf16 instructions: bf16 matmuls can beat fp32 (~2x, more with AMX)."
+    else:
+        bf16 = ("bf16: no native bf16: bf16 is converted in software, so bf16 compute is slower "
+                "than fp32 here; it still halves the memory of stored weights.")
+    return [int8, bf16]
 
 
 def fingerprint() -> dict:
