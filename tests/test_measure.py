@@ -199,3 +199,17 @@ def test_shape_sweep_covers_the_grid_with_flops():
 def test_describe_cpu_explains_int8_and_bf16(flags, int8, bf16):
     lines = measure.describe_cpu(flags)
     assert int8 in lines[0] and bf16 in lines[1]
+
+
+def test_busy_cores_starts_and_stops_its_processes():
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    with measure.busy_cores(1):
+        spinning = {p.pid for p in me.children()} - before
+        assert len(spinning) == 1
+    assert not ({p.pid for p in me.children()} & spinning)
+    with pytest.raises(ValueError, match="busy cores"):
+        with measure.busy_cores(0):
+            pass

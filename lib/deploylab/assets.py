@@ -325,11 +325,19 @@ def load_encoder(name_or_path: str | os.PathLike = "all-MiniLM-L6-v2", *,
         tuple: (tokenizer, model) with the model in eval mode.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder = resolve_model(name_or_path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder, **kwargs).eval()
+    # A local load takes a second; its progress bar is only clutter in a notebook.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(folder, **kwargs).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return tokenizer, model
 
 

@@ -251,6 +251,32 @@ def threads(n: int) -> Iterator[int]:
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def busy_cores(n: int = 1) -> Iterator[int]:
+    """Simulate a noisy neighbour: `n` processes keep one core each busy inside the block.
+
+    Teaching aid for what a browser tab, a compile or another model does to a measurement.
+    The processes are stopped (and reaped) when the block exits, also on error.
+
+    Args:
+        n (int, default 1): busy processes.
+    """
+    import subprocess
+    import sys
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"busy cores must be an int >= 1, got {n!r}")
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.05)  # let them get scheduled before the measurement starts
+        yield n
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
 # ------------------------------------------------------------------------------- memory
 
 
