@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.deploylab-installed
 ARGS   ?=
 SUITE  ?= roofline
 OUT    ?= out
+# Kernels from this .venv first, even if the user has another "python3" kernel installed.
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
 .PHONY: setup lab test lint bench lock clean-venv help
 .DEFAULT_GOAL := help

@@ -46,8 +46,12 @@ def test_parameters_cell_holds_literals_including_smoke(nb):
     index = tagged[0]
     names = {}
     for stmt in ast.parse(_src(nb.cells[index])).body:
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, "only `name = literal`"
-        target = stmt.targets[0]
+        # `name = literal` or `name: type = literal` (papermill reports the type)
+        if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            target = stmt.target
+        else:
+            assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, "only name = literal"
+            target = stmt.targets[0]
         assert isinstance(target, ast.Name)
         names[target.id] = ast.literal_eval(stmt.value)  # raises if not a literal
     assert names.get("smoke") is False, "smoke = False is the committed default"
