@@ -34,8 +34,12 @@ $(STAMP): pyproject.toml requirements.lock
 		$(BIN)/deploylab env; exit 1; }
 	@touch $(STAMP)
 
+# JupyterLab refuses to run as root unless told; containers and workshop VMs often are root.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.ip=127.0.0.1 $(ARGS) notebooks/00_welcome.ipynb
+	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.ip=127.0.0.1 $(AS_ROOT) $(ARGS) \
+		notebooks/00_welcome.ipynb
 
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(ARGS)
