@@ -55,7 +55,7 @@ lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check ".[dev]"
 	.lock-venv/bin/python -m pip freeze --all --exclude-editable \
-		| grep -v -E '^(pip|deploylab)==' | sed -E 's/^(torch==[^+]+)\+cpu$$/\1/' > requirements.lock
+		| grep -v -E '^(pip==|deploylab[ =@])' | sed -E 's/^(torch==[^+]+)\+cpu$$/\1/' > requirements.lock
 	rm -rf .lock-venv
 
 clean-venv:

@@ -4,8 +4,9 @@ import socket
 import subprocess
 import sys
 
-import netguard
 import pytest
+
+import netguard
 
 
 @pytest.mark.allow_blocked_network

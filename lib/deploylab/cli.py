@@ -1,4 +1,4 @@
-"""The `deploylab` command: `env` and `bench` (later chapters add `report` and `serve`).
+"""The `deploylab` command: `env`, `bench` and `report` (the serving chapter adds `serve`).
 
 Errors that come from bad input print one line saying what to do and exit with 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import DeploylabError
 from .settings import smoke_mode
@@ -71,6 +72,49 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_params(args: argparse.Namespace) -> dict:
+    import yaml
+
+    params = {}
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise DeploylabError(f"parameters file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise DeploylabError(f"{path} must map parameter names to values")
+        params.update(loaded)
+    for name, value in args.param or []:
+        params[name] = yaml.safe_load(value)  # "10" -> 10, "true" -> True, "[1, 2]" -> list
+    return params
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import report
+
+    if args.sweep:
+        if args.param or args.file:
+            raise DeploylabError("with --sweep, put fixed values under `parameters:` in the "
+                                 "sweep file instead of -p/-f")
+        res = report.run_sweep(args.notebook, args.sweep, args.output, force=args.force,
+                               workers=args.workers, ray_address=args.ray,
+                               no_input=args.no_input)
+        best = int(res.table["pareto"].sum()) if "pareto" in res.table else 0
+        print(f"{len(res.table)} result rows, {best} Pareto-optimal, {len(res.failures)} failed"
+              f" run(s)\nwrote {res.csv}\nwrote {res.html}")
+        for f in res.failures:
+            print(f"  failed {f['run']}: {f['error']}", file=sys.stderr)
+        return 1 if res.failures else 0
+    if args.ray or args.force or args.workers:
+        raise DeploylabError("--ray, --force and --workers apply to --sweep runs only")
+    res = report.run_notebook(args.notebook, _report_params(args), args.output,
+                              no_input=args.no_input, cell_timeout=args.cell_timeout)
+    print(f"wrote {res.notebook}\nwrote {res.html}")
+    if res.results:
+        print(f"wrote {Path(args.output) / report.RESULTS_FILE}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds instead of minutes (also forced by DEPLOYLAB_SMOKE=1)")
     b.add_argument("--list", action="store_true", help="list the suites")
     b.set_defaults(func=_bench)
+    r = sub.add_parser("report", help="run a notebook with parameters into an HTML report, or "
+                                      "a sweep of them")
+    r.add_argument("notebook", help="the notebook (.ipynb)")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter value (YAML: 10, 0.5, true, [1, 2], text); repeatable")
+    r.add_argument("-f", "--file", metavar="PARAMS.yaml", help="parameters from a YAML file")
+    r.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    r.add_argument("--no-input", action="store_true", help="hide code cells in the HTML")
+    r.add_argument("--cell-timeout", type=int, metavar="S", help="seconds a cell may run")
+    r.add_argument("--sweep", metavar="SWEEP.yaml", help="run a grid of parameters")
+    r.add_argument("--force", action="store_true", help="sweep: re-run finished combinations")
+    r.add_argument("--workers", type=int, help="sweep: parallel processes (default: cores)")
+    r.add_argument("--ray", metavar="ADDRESS",
+                   help="sweep: run on a Ray cluster ('auto', 'local' or ray://host:port)")
+    r.set_defaults(func=_report)
     return parser
 
 

@@ -32,6 +32,14 @@ def _is_local(host) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
+def _is_ip(host) -> bool:
+    try:
+        ipaddress.ip_address(str(host.decode() if isinstance(host, bytes) else host).split("%")[0])
+        return True
+    except ValueError:
+        return False
+
+
 def _block(what: str):
     attempts.append(what)
     log = os.environ.get("DEPLOYLAB_NETGUARD_LOG")
@@ -61,7 +69,8 @@ def install() -> None:
         return connect_ex(self, address)
 
     def guarded_getaddrinfo(host, *args, **kwargs):
-        if not _is_local(host):
+        # a numeric address needs no DNS; connecting to it is what connect() guards
+        if not _is_local(host) and not _is_ip(host):
             _block(f"DNS lookup of {host!r}")
         return getaddrinfo(host, *args, **kwargs)
 
