@@ -11,13 +11,14 @@ OUT    ?= out
 # Kernels from this .venv first, even if the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: setup lab test lint bench lock clean-venv help
+.PHONY: setup lab test lint bench lock clean-venv help reports
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make lab   [ARGS=--no-browser]   set up .venv and open JupyterLab on the notebooks"
 	@echo "make test  [ARGS='-k measure']   set up .venv and run the whole test suite"
 	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
+	@echo "make reports [SMOKE=1]           every notebook's HTML report into reports/"
 	@echo "make lint                        ruff on lib/ and tests/"
 	@echo "make lock                        re-pin requirements.lock from pyproject.toml"
 
@@ -60,3 +61,13 @@ lock:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Every case study's (and chapter's) default report into reports/; SMOKE=1 for a quick pass.
+REPORT_NOTEBOOKS ?= $(sort $(wildcard casestudies/*/*.ipynb) $(wildcard notebooks/[0-9]*.ipynb))
+reports: setup
+	@for nb in $(REPORT_NOTEBOOKS); do \
+		name=$$(basename $$nb .ipynb); \
+		echo "report: $$nb -> reports/$$name/"; \
+		$(if $(SMOKE),DEPLOYLAB_SMOKE=1) $(BIN)/deploylab report $$nb -o reports/$$name \
+			--no-input || exit 1; \
+	done

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from deploylab import cli
 
@@ -43,3 +44,48 @@ def test_console_entry_point_runs():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "all-MiniLM-L6-v2" in out.stdout and "flags" in out.stdout
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_report.ipynb"
+
+
+def test_report_unknown_parameter_lists_the_real_ones_and_runs_nothing(tmp_path, capsys):
+    assert cli.main(["report", str(FIXTURE), "-p", "sise", "3", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter(s) sise" in err and "size (int)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_wrong_type_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["report", str(FIXTURE), "-p", "size", "big", "-o", str(tmp_path)]) == 2
+    assert "parameter size of tiny_report.ipynb expects int, got str 'big'" in (
+        capsys.readouterr().err)
+
+
+def test_report_takes_yaml_values_and_a_params_file(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text("size: 4\nlabel: from-file\n")
+    out = tmp_path / "out"
+    assert cli.main(["report", str(FIXTURE), "-f", str(params), "-p", "speed", "2",
+                     "--no-input", "-o", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["tables"]["results"][0] == {"variant": "from-file", "latency_ms_p50": 20.0,
+                                            "quality": 0.8, "size_mb": 4.0}
+    assert (out / "tiny_report.html").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_report_failing_cell_is_an_error_naming_the_cell(tmp_path, capsys):
+    assert cli.main(["report", str(FIXTURE), "-p", "fail", "true", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: asked to fail" in err and "partial notebook" in err
+
+
+def test_report_sweep_from_the_command_line(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("grid:\n  size: [1, 2]\nobjectives:\n  latency_ms_p50: min\n"
+                    "  quality: max\n")
+    assert cli.main(["report", str(FIXTURE), "--sweep", str(spec), "-o", str(tmp_path / "o"),
+                     "--workers", "2"]) == 0
+    assert "2 result rows, 2 Pareto-optimal, 0 failed" in capsys.readouterr().out
+    assert (tmp_path / "o" / "sweep.html").is_file()

@@ -53,3 +53,13 @@ def test_import_is_light():
             "'onnxruntime', 'pandas') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_project_root_is_found_from_a_subfolder_and_refused_elsewhere(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert deploylab.project_root(root / "notebooks") == root
+    monkeypatch.setattr(deploylab.settings, "__file__", str(tmp_path / "x" / "settings.py"))
+    with pytest.raises(deploylab.DeploylabError, match="no deploylab checkout"):
+        deploylab.project_root(tmp_path)

@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-__all__ = ["cache_dir", "seed_everything", "smoke_mode"]
+__all__ = ["cache_dir", "project_root", "seed_everything", "smoke_mode"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -77,3 +77,22 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root).expanduser().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The deploylab repository (where notebooks/ and casestudies/ live).
+
+    Looked up from `start` (default: the current folder, which is the notebook's folder in
+    JupyterLab, papermill and nbval) upwards, then from the installed package's location.
+
+    Raises:
+        DeploylabError: when neither is inside a deploylab checkout.
+    """
+    from .errors import DeploylabError
+
+    here = Path(start or Path.cwd()).resolve()
+    for folder in [here, *here.parents, *Path(__file__).resolve().parents]:
+        marker = folder / "pyproject.toml"
+        if marker.is_file() and 'name = "deploylab"' in marker.read_text(errors="ignore"):
+            return folder
+    raise DeploylabError(f"no deploylab checkout above {here}; run from inside the repository")

@@ -71,10 +71,17 @@ def test_rerun_skips_finished_runs_unless_forced(local_sweep):
         True) == 1
 
 
-def test_a_bad_parameter_refuses_the_whole_sweep_before_running(tmp_path):
-    with pytest.raises(ReportError, match="expects int"):
-        report.run_sweep(FIXTURE, {"grid": {"size": [1, "two"]}}, tmp_path)
+def test_a_misspelt_parameter_refuses_the_whole_sweep_before_running(tmp_path):
+    with pytest.raises(ReportError, match=r"unknown parameter\(s\) sise"):
+        report.run_sweep(FIXTURE, {"grid": {"sise": [1, 2]}}, tmp_path)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_bad_value_fails_its_run_and_the_others_are_kept(tmp_path):
+    res = report.run_sweep(FIXTURE, {"grid": {"size": [1, "two"]}}, tmp_path)
+    assert res.table["size"].tolist() == [1]
+    assert len(res.failures) == 1 and "expects int" in res.failures[0]["error"]
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the bad one never ran
 
 
 def test_a_failing_run_is_listed_and_the_others_kept(tmp_path):
@@ -96,3 +103,14 @@ def test_the_same_sweep_runs_on_a_local_ray_instance(tmp_path):
         _check_table(report.run_sweep(FIXTURE, SPEC, tmp_path, ray_address="local"))
     finally:
         ray.shutdown()
+
+
+def test_parallel_runs_share_the_cores(monkeypatch, tmp_path):
+    from deploylab.report import sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "_run_local", lambda jobs, n: seen.extend(jobs) or [
+        {"params": j[3], "error": "stop here", "files": {}} for j in jobs])
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    report.run_sweep(FIXTURE, {"grid": {"size": [1, 2, 3, 4]}}, tmp_path, workers=4)
+    assert {job[-1] for job in seen} == {2}  # 8 cores / 4 workers

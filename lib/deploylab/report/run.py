@@ -146,7 +146,9 @@ def execute(notebook: Path, parameters: dict, outdir: Path, *, no_input: bool = 
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=parameters, progress_bar=False,
                 cwd=str(cwd or notebook.parent), execution_timeout=cell_timeout,
-                request_save_on_cell_execute=True)
+                request_save_on_cell_execute=True,
+                # the kernel's start-up warning about plain TCP on loopback is noise here
+                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except PapermillExecutionError as e:
             error = (f"cell {e.cell_index} (execution count {e.exec_count}) failed: "
                      f"{e.ename}: {e.evalue}")

@@ -134,9 +134,16 @@ def pareto_front(table, objectives: dict[str, str]):
 
 
 def _task(notebook_text: str, notebook_name: str, home: str, params: dict,
-          no_input: bool) -> dict:
+          no_input: bool, threads: int | None = None) -> dict:
     """One run, in a worker process or a Ray task: executes in a private folder and returns
-    the files' contents, so it works on cluster nodes that do not share our disk."""
+    the files' contents, so it works on cluster nodes that do not share our disk.
+
+    `threads` caps the kernel's thread pools: parallel runs that each use every core fight
+    over them (OpenMP threads spin while waiting) and run many times slower.
+    """
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
     with tempfile.TemporaryDirectory(prefix="deploylab-run-") as tmp:
         nb = Path(tmp) / notebook_name
         nb.write_text(notebook_text, encoding="utf-8")
@@ -172,7 +179,8 @@ def _run_ray(jobs: list[tuple], address: str) -> list[dict]:
     return ray.get([task.remote(*job) for job in jobs])
 
 
-def _plot(table, objectives: dict[str, str], size: str | None, out: Path) -> Path | None:
+def _plot(table, objectives: dict[str, str], size: str | None, grid: list[str],
+          out: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -191,11 +199,12 @@ def _plot(table, objectives: dict[str, str], size: str | None, out: Path) -> Pat
                                                 for p in table.pareto], alpha=0.75)
     front = table[table.pareto].sort_values(x)
     ax.plot(front[x], front[y], color="tab:red", lw=1, label="Pareto front")
-    for _, row in front.iterrows():
-        ax.annotate(row["run"], (row[x], row[y]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+    for _, row in front.iterrows():  # label the front with its grid values, e.g. "64/16"
+        ax.annotate("/".join(str(row[k]) for k in grid), (row[x], row[y]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
     ax.set(xlabel=f"{x} ({objectives[x]})", ylabel=f"{y} ({objectives[y]})",
-           title="sweep: red points are Pareto-optimal" + (f"; size ~ {size}" if size else ""))
+           title=f"red: Pareto-optimal, labelled {'/'.join(grid)}"
+           + (f"; size ~ {size}" if size else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -232,9 +241,11 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
               no_input: bool = False) -> SweepResult:
     """Run a grid of parameters over one notebook and aggregate the results.
 
-    Every combination is checked against the notebook's parameters before anything runs. Each
-    run writes `outdir/runs/RUN/` (executed notebook, HTML, results.json); runs already done
-    with the same parameters are reused unless `force`. Failed runs are listed, not fatal.
+    Every combination is checked against the notebook's parameters before anything runs: one
+    with a wrong value is listed as failed and the others run; if none is valid (a misspelt
+    name, say) nothing runs and ReportError says why. Each run writes `outdir/runs/RUN/`
+    (executed notebook, HTML, results.json); runs already done with the same parameters are
+    reused unless `force`. Failed runs are listed, not fatal.
 
     Args:
         notebook (str | PathLike): the notebook.
@@ -242,6 +253,7 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
         outdir (str | PathLike, default "out"): where to write.
         force (bool, default False): re-run combinations already done.
         workers (int | None, default None): parallel local processes; default min(runs, cores).
+            Each run's kernel gets cores // workers threads.
         ray_address (str | None, default None): run as Ray tasks on this cluster ("auto" for
             the running one, "local" to start one here) instead of local processes.
         no_input (bool, default False): hide code cells in each run's HTML.
@@ -255,8 +267,14 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     path = _notebook_path(notebook)
     spec = SweepSpec.load(spec)
     combos = spec.combinations()
+    invalid = {}  # run id -> why; those combinations never run, the others do
     for params in combos:
-        check_parameters(path, params)  # all refused up front: nothing half-run
+        try:
+            check_parameters(path, params)
+        except ReportError as e:
+            invalid[run_id(params, spec.grid)] = str(e)
+    if len(invalid) == len(combos):  # a misspelt name or fixed value: nothing can run
+        raise ReportError(next(iter(invalid.values())))
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ReportError(f"workers must be an int >= 1, got {workers!r}")
     out = Path(outdir)
@@ -267,12 +285,16 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     todo = []
     for rid, params in zip(ids, combos, strict=True):
         done = runs_dir / rid / "done.json"
+        if rid in invalid:
+            continue
         if force or not done.is_file() or json.loads(done.read_text()) != to_jsonable(params):
             todo.append((rid, params))
     if todo:
+        n = workers or min(len(todo), os.cpu_count() or 1)
+        # each local run gets its share of the cores; Ray sets OMP_NUM_THREADS from num_cpus=1
+        threads = None if ray_address else max(1, (os.cpu_count() or 1) // n)
         jobs = [(path.read_text(encoding="utf-8"), path.name, str(path.parent.resolve()), p,
-                 no_input) for _, p in todo]
-        n = workers or min(len(jobs), os.cpu_count() or 1)
+                 no_input, threads) for _, p in todo]
         outcomes = _run_ray(jobs, ray_address) if ray_address else _run_local(jobs, n)
         for (rid, params), outcome in zip(todo, outcomes, strict=True):
             run_dir = runs_dir / rid
@@ -289,6 +311,9 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     rows, failures = [], []
     for rid, params in zip(ids, combos, strict=True):
         run_dir = runs_dir / rid
+        if rid in invalid:
+            failures.append({"run": rid, "params": params, "error": invalid[rid]})
+            continue
         if not (run_dir / "done.json").is_file():
             err = run_dir / "error.txt"
             failures.append({"run": rid, "params": params,
@@ -313,7 +338,7 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     csv = out / "sweep.csv"
     _write(csv, table.to_csv(index=False))
     _write(out / "failures.json", json.dumps(to_jsonable(failures), indent=2) + "\n")
-    plot = _plot(table, spec.objectives, spec.size, out / "pareto.png") if (
+    plot = _plot(table, spec.objectives, spec.size, list(spec.grid), out / "pareto.png") if (
         "pareto" in table) else None
     html = out / "sweep.html"
     _write(html, _html(table, failures, plot, f"Sweep of {path.name}"))
