@@ -48,6 +48,7 @@ def test_run_writes_notebook_html_and_results(tmp_path):
     assert row["latency_ms_p50"] == pytest.approx(15.0)
     assert res.results["figures"] == {"speed": 2.0}
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == res.results
+    assert (tmp_path / "out" / "kernel.log").is_file()  # the kernel's messages, not ours
 
 
 def test_no_input_hides_the_code(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class RunResult:
     def ok(self) -> bool:
         return self.error is None
 
+
+KERNEL_LOG = "kernel.log"  # what the notebook's kernel printed to stderr (start-up, crashes)
 
 # papermill's inferred type names -> the Python types a value may have
 _TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
@@ -117,6 +120,22 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Point file descriptor 2 at a file, so the kernel papermill starts (which inherits it)
+    logs there instead of into the caller's terminal or notebook."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _write_html(executed: Path, html: Path, no_input: bool) -> None:
     import nbformat
     from nbconvert import HTMLExporter
@@ -141,14 +160,13 @@ def execute(notebook: Path, parameters: dict, outdir: Path, *, no_input: bool = 
     html = executed.with_suffix(".html")
     (outdir / RESULTS_FILE).unlink(missing_ok=True)  # never report a previous run's results
     error = None
-    with _env(REPORT_DIR_ENV, str(outdir.resolve())):
+    (outdir / KERNEL_LOG).unlink(missing_ok=True)
+    with _env(REPORT_DIR_ENV, str(outdir.resolve())), _stderr_to(outdir / KERNEL_LOG):
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=parameters, progress_bar=False,
                 cwd=str(cwd or notebook.parent), execution_timeout=cell_timeout,
-                request_save_on_cell_execute=True,
-                # the kernel's start-up warning about plain TCP on loopback is noise here
-                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                request_save_on_cell_execute=True)
         except PapermillExecutionError as e:
             error = (f"cell {e.cell_index} (execution count {e.exec_count}) failed: "
                      f"{e.ename}: {e.evalue}")
@@ -163,7 +181,8 @@ def run_notebook(notebook: str | os.PathLike, parameters: dict | None = None,
     """Execute a notebook with parameters and write its report.
 
     Writes `outdir/NAME.ipynb` (executed), `outdir/NAME.html` (self-contained, plots
-    embedded) and `outdir/results.json` (what the notebook published).
+    embedded), `outdir/results.json` (what the notebook published) and `outdir/kernel.log`
+    (the kernel's own messages, for when it crashes).
 
     Args:
         notebook (str | PathLike): the notebook.
