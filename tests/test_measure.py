@@ -213,3 +213,19 @@ def test_busy_cores_starts_and_stops_its_processes():
     with pytest.raises(ValueError, match="busy cores"):
         with measure.busy_cores(0):
             pass
+
+
+def test_fast_kernels_are_interleaved_per_engine_and_slow_ones_budgeted(monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(measure, "_SLOW_MS", 20.0)
+    log = lambda name: (lambda: calls.append(name))  # noqa: E731
+    groups = {"e1": {"a": log("a"), "b": log("b"),
+                     "slow": lambda: (calls.append("slow"), time.sleep(0.03))},
+              "e2": {"c": log("c")}}
+    timings = measure._time_kernels(groups, repeats=6, max_time_s=0.001)
+    assert [len(timings[k].samples_ms) for k in "abc"] == [6, 6, 6]
+    assert len(timings["slow"].samples_ms) == 3  # budget spent at once: the minimum of 3
+    # e1: first calls (3), warm-up (2), 6 interleaved rounds of a and b, then slow alone
+    assert sorted(calls[5:17]) == ["a"] * 6 + ["b"] * 6
+    assert calls[17:20] == ["slow"] * 3
+    assert set(calls[20:]) == {"c"}  # engines are never interleaved with each other
