@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._files import write_atomic
 from .errors import DeploylabError
 from .settings import cache_dir
 
@@ -73,7 +74,9 @@ class Asset:
         folder (str): the folder inside the package that holds the files.
         files (Mapping[str, str]): relative path -> sha256 of every file that matters.
         aliases (tuple[str, ...]): other accepted names.
-        builder (Callable | None): for datasets the kit builds itself.
+        builder (Callable | None): for datasets the kit builds itself: builds (or reuses)
+            the cached file and returns it.
+        cache_file (Callable | None): where `builder` caches, without building anything.
     """
 
     name: str
@@ -86,6 +89,7 @@ class Asset:
     files: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     builder: Callable[[], Path] | None = None
+    cache_file: Callable[[], Path] | None = None
 
     @property
     def install_hint(self) -> str:
@@ -157,7 +161,7 @@ REGISTRY: dict[str, Asset] = {a.name: a for a in [
     Asset(
         name="stdlib-docstrings", kind="dataset", aliases=("stdlib", "docstrings"),
         description="docstrings of this Python's standard library, deduplicated, stable ids",
-        builder=lambda: _build_stdlib_docstrings()),
+        builder=lambda: _build_stdlib_docstrings(), cache_file=lambda: _stdlib_cache_file()),
 ]}
 
 
@@ -252,7 +256,7 @@ def status() -> list[dict]:
                "package": f"{a.package}=={a.version}" if a.package else None}
         try:
             if a.builder is not None:
-                file = _stdlib_cache_file()
+                file = a.cache_file()
                 row.update(state="ok" if file.is_file() else "not built", path=str(file),
                            detail="built from this Python on first use")
             else:
@@ -358,15 +362,10 @@ def _build_stdlib_docstrings() -> Path:
         log.warning("%s failed its sha256 check; rebuilding it", file)
     from .stdlib_corpus import build_corpus
 
-    records = build_corpus()
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    digest_tmp = digest_file.with_name(f".{digest_file.name}.tmp{os.getpid()}")
-    digest_tmp.write_text(sha256_file(tmp) + "\n")
-    os.replace(tmp, file)
-    os.replace(digest_tmp, digest_file)
+    text = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in build_corpus())
+    # the digest is written last: a crash in between leaves a mismatch, hence a rebuild
+    write_atomic(file, text)
+    write_atomic(digest_file, hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")
     return file
 
 

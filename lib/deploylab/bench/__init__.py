@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 import pkgutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .._files import to_jsonable, write_atomic
 from ..errors import DeploylabError
 
 __all__ = ["ACCURACY_LIKE", "BenchError", "BenchResult", "Variant", "run", "suites"]
@@ -101,26 +101,8 @@ class BenchResult:
         out = Path(path)
         if out.is_dir():
             raise BenchError(f"{out} is a folder; give a file path such as {out / 'bench.json'}")
-        text = json.dumps(_finite(self.to_dict()), indent=2) + "\n"
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return out
-
-
-def _finite(obj):
-    """JSON has no NaN or infinity: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return write_atomic(out, json.dumps(to_jsonable(self.to_dict()), indent=2) + "\n")
 
 
 def suites() -> dict[str, str]:

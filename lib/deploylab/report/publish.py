@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
+
+from .._files import to_jsonable, write_atomic
 
 __all__ = ["publish", "read_results", "to_jsonable", "RESULTS_FILE", "REPORT_DIR_ENV"]
 
 RESULTS_FILE = "results.json"
 REPORT_DIR_ENV = "DEPLOYLAB_REPORT_DIR"  # set by the runner for the notebook's kernel
-
-
-def to_jsonable(obj):
-    """Plain JSON values from numpy/pandas scalars and containers; NaN and inf become None."""
-    if hasattr(obj, "item") and not isinstance(obj, (list, dict, str)) and getattr(
-            obj, "ndim", 0) == 0:
-        obj = obj.item()  # numpy scalar
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):  # numpy array
-        return to_jsonable(obj.tolist())
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    return str(obj)
 
 
 def _rows(table) -> list[dict]:
@@ -70,10 +53,7 @@ def publish(table, *, name: str = "results", figures: dict | None = None) -> Pat
     data = read_results(out) or {"tables": {}, "figures": {}}
     data["tables"][name] = rows
     data["figures"].update(to_jsonable(figures or {}))
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_atomic(out, json.dumps(data, indent=2) + "\n")
 
 
 def read_results(path: str | os.PathLike) -> dict | None:

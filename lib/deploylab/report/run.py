@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._files import write_atomic
 from ..errors import DeploylabError
 from .publish import REPORT_DIR_ENV, RESULTS_FILE, read_results
 
@@ -143,9 +144,7 @@ def _write_html(executed: Path, html: Path, no_input: bool) -> None:
     exporter = HTMLExporter(exclude_input=no_input, exclude_input_prompt=no_input,
                             exclude_output_prompt=no_input, embed_images=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    tmp = html.with_name(f".{html.name}.tmp{os.getpid()}")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html)
+    write_atomic(html, body)
 
 
 def execute(notebook: Path, parameters: dict, outdir: Path, *, no_input: bool = False,

@@ -28,7 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .publish import RESULTS_FILE, to_jsonable
+from .._files import to_jsonable, write_atomic
+from .publish import RESULTS_FILE
 from .run import ReportError, _notebook_path, check_parameters, execute
 
 __all__ = ["SweepSpec", "SweepResult", "pareto_front", "run_sweep"]
@@ -230,12 +231,6 @@ def _html(table, failures: list[dict], plot: Path | None, title: str) -> str:
     return "\n".join(parts) + "</body></html>\n"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "out", *,
               force: bool = False, workers: int | None = None, ray_address: str | None = None,
               no_input: bool = False) -> SweepResult:
@@ -267,12 +262,13 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     path = _notebook_path(notebook)
     spec = SweepSpec.load(spec)
     combos = spec.combinations()
+    ids = [run_id(p, spec.grid) for p in combos]
     invalid = {}  # run id -> why; those combinations never run, the others do
-    for params in combos:
+    for rid, params in zip(ids, combos, strict=True):
         try:
             check_parameters(path, params)
         except ReportError as e:
-            invalid[run_id(params, spec.grid)] = str(e)
+            invalid[rid] = str(e)
     if len(invalid) == len(combos):  # a misspelt name or fixed value: nothing can run
         raise ReportError(next(iter(invalid.values())))
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -280,7 +276,6 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     out = Path(outdir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    ids = [run_id(p, spec.grid) for p in combos]
 
     todo = []
     for rid, params in zip(ids, combos, strict=True):
@@ -301,12 +296,12 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
             run_dir.mkdir(exist_ok=True)
             (run_dir / "done.json").unlink(missing_ok=True)
             for name, text in outcome["files"].items():
-                _write(run_dir / name, text)
+                write_atomic(run_dir / name, text)
             if outcome["error"]:
-                _write(run_dir / "error.txt", outcome["error"] + "\n")
+                write_atomic(run_dir / "error.txt", outcome["error"] + "\n")
             else:
                 (run_dir / "error.txt").unlink(missing_ok=True)
-                _write(run_dir / "done.json", json.dumps(to_jsonable(params)))
+                write_atomic(run_dir / "done.json", json.dumps(to_jsonable(params)))
 
     rows, failures = [], []
     for rid, params in zip(ids, combos, strict=True):
@@ -336,10 +331,10 @@ def run_sweep(notebook: str | os.PathLike, spec, outdir: str | os.PathLike = "ou
     if spec.objectives and not table.empty:
         table["pareto"] = pareto_front(table, spec.objectives)
     csv = out / "sweep.csv"
-    _write(csv, table.to_csv(index=False))
-    _write(out / "failures.json", json.dumps(to_jsonable(failures), indent=2) + "\n")
+    write_atomic(csv, table.to_csv(index=False))
+    write_atomic(out / "failures.json", json.dumps(to_jsonable(failures), indent=2) + "\n")
     plot = _plot(table, spec.objectives, spec.size, list(spec.grid), out / "pareto.png") if (
         "pareto" in table) else None
     html = out / "sweep.html"
-    _write(html, _html(table, failures, plot, f"Sweep of {path.name}"))
+    write_atomic(html, _html(table, failures, plot, f"Sweep of {path.name}"))
     return SweepResult(table, failures, csv, html, plot)
