@@ -39,11 +39,11 @@ def test_spec_loads_yaml(tmp_path):
 
 
 def _check_table(res):
+    assert res.failures == []
     t = res.table.sort_values(["size", "speed"]).reset_index(drop=True)
     assert t[["size", "speed"]].values.tolist() == [[1, 1.0], [1, 2.0], [3, 1.0], [3, 2.0]]
     assert t.latency_ms_p50.tolist() == pytest.approx([10.0, 5.0, 30.0, 15.0])
     assert t.pareto.tolist() == [False, True, False, True]
-    assert res.failures == []
     page = res.html.read_text()
     assert "data:image/png;base64" in page and "Failed runs (0)" in page
     assert pd.read_csv(res.csv).shape[0] == 4
@@ -103,6 +103,26 @@ def test_the_same_sweep_runs_on_a_local_ray_instance(tmp_path):
         _check_table(report.run_sweep(FIXTURE, SPEC, tmp_path, ray_address="local"))
     finally:
         ray.shutdown()
+
+
+def test_a_kernel_that_fails_to_start_gets_one_more_try(monkeypatch, tmp_path):
+    from deploylab.report import sweep
+
+    calls = []
+
+    def flaky(nb, params, out, **kw):
+        calls.append(params)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(nb, params, out, **kw)
+
+    real = sweep.execute
+    monkeypatch.setattr(sweep, "execute", flaky)
+    ok = sweep._task(FIXTURE.read_text(), FIXTURE.name, str(tmp_path), {"size": 3}, False)
+    assert ok["error"] is None and "results.json" in ok["files"] and len(calls) == 2
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: 1 / 0)
+    bad = sweep._task(FIXTURE.read_text(), FIXTURE.name, str(tmp_path), {"size": 3}, False)
+    assert bad["error"].startswith("ZeroDivisionError") and bad["files"] == {}
 
 
 def test_parallel_runs_share_the_cores(monkeypatch, tmp_path):

@@ -150,10 +150,16 @@ def _task(notebook_text: str, notebook_name: str, home: str, params: dict,
         nb.write_text(notebook_text, encoding="utf-8")
         out = Path(tmp) / "out"
         cwd = Path(home) if Path(home).is_dir() else Path(tmp)
-        try:
-            res = execute(nb, params, out, no_input=no_input, cwd=cwd)
-        except Exception as e:  # the kernel could not start, and the like
-            return {"params": params, "error": f"{type(e).__name__}: {e}", "files": {}}
+        for attempt in (1, 2):
+            try:
+                res = execute(nb, params, out, no_input=no_input, cwd=cwd)
+                break
+            except Exception as e:
+                # The kernel did not start: a port that a parallel run's kernel took first, or
+                # a machine too loaded to answer in time. Worth one more try; a failing cell
+                # is not an exception here and is never retried.
+                if attempt == 2:
+                    return {"params": params, "error": f"{type(e).__name__}: {e}", "files": {}}
         files = {p.name: p.read_text(encoding="utf-8") for p in out.iterdir() if p.is_file()}
         return {"params": params, "error": res.error, "files": files}
 
