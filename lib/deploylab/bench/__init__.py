@@ -2,6 +2,8 @@
 
 A suite is a module in this package with a function `run(smoke: bool) -> BenchResult`;
 dropping a new module here is all it takes to add one (`deploylab bench --list` finds it).
+The suite's name is the module's with `_` written `-` (module `cnn_quantize`: suite
+`cnn-quantize`).
 Variants are measured side by side in one process; ratios to the baseline come from the
 same run, so they hold on another machine even when absolute times do not.
 
@@ -105,14 +107,18 @@ class BenchResult:
         return write_atomic(out, json.dumps(to_jsonable(self.to_dict()), indent=2) + "\n")
 
 
+def _modules() -> dict[str, str]:
+    """Suite name -> module name."""
+    return {i.name.replace("_", "-"): i.name for i in pkgutil.iter_modules(__path__)
+            if not i.name.startswith("_")}
+
+
 def suites() -> dict[str, str]:
     """Available suites: name -> first line of its module docstring (imports each module)."""
     out = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        out[info.name] = (mod.__doc__ or "").strip().splitlines()[0]
+    for name, module in sorted(_modules().items()):
+        mod = importlib.import_module(f"{__name__}.{module}")
+        out[name] = (mod.__doc__ or "").strip().splitlines()[0]
     return out
 
 
@@ -129,10 +135,11 @@ def run(name: str, *, smoke: bool = False) -> BenchResult:
     Raises:
         BenchError: for an unknown suite, listing the known ones.
     """
-    names = [i.name for i in pkgutil.iter_modules(__path__) if not i.name.startswith("_")]
-    if not isinstance(name, str) or name not in names:
-        raise BenchError(f"unknown benchmark suite {name!r}; available: {', '.join(sorted(names))}")
-    module = importlib.import_module(f"{__name__}.{name}")
+    modules = _modules()
+    if not isinstance(name, str) or name not in modules:
+        raise BenchError(f"unknown benchmark suite {name!r}; available: "
+                         f"{', '.join(sorted(modules))}")
+    module = importlib.import_module(f"{__name__}.{modules[name]}")
     result = module.run(smoke=smoke)
     if not isinstance(result, BenchResult):
         raise BenchError(f"suite {name!r} returned {type(result).__name__}, not a BenchResult")
