@@ -11,7 +11,7 @@ OUT    ?= out
 # Kernels from this .venv first, even if the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: setup lab test lint bench lock clean-venv help reports
+.PHONY: setup lab test lint bench lock clean-venv help reports slides student
 .DEFAULT_GOAL := help
 
 help:
@@ -19,6 +19,8 @@ help:
 	@echo "make test  [ARGS='-k measure']   set up .venv and run the whole test suite"
 	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
 	@echo "make reports [SMOKE=1]           every notebook's HTML report into reports/"
+	@echo "make slides                      reveal.js slides of every notebook into build/slides/"
+	@echo "make student                     student editions (solutions removed) into build/student/"
 	@echo "make lint                        ruff on lib/ and tests/"
 	@echo "make lock                        re-pin requirements.lock from pyproject.toml"
 
@@ -71,3 +73,10 @@ reports: setup
 		$(if $(SMOKE),DEPLOYLAB_SMOKE=1) $(BIN)/deploylab report $$nb -o reports/$$name \
 			--no-input || exit 1; \
 	done
+
+# Workshop material (deploylab/workshop.py): slides for the projector, student editions.
+slides: setup
+	$(BIN)/python -m deploylab.workshop slides $(REPORT_NOTEBOOKS) -o build/slides
+
+student: setup
+	$(BIN)/python -m deploylab.workshop student $(REPORT_NOTEBOOKS) -o build/student
