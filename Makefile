@@ -6,12 +6,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deploylab-installed
 ARGS   ?=
+BUNDLE ?=
+BUNDLE_DIR ?= build/deploylab-bundle
 SUITE  ?= roofline
 OUT    ?= out
 # Kernels from this .venv first, even if the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: setup lab test lint bench lock clean-venv help reports slides student
+.PHONY: setup lab test lint bench lock clean-venv help reports slides student bundle
 .DEFAULT_GOAL := help
 
 help:
@@ -19,6 +21,8 @@ help:
 	@echo "make test  [ARGS='-k measure']   set up .venv and run the whole test suite"
 	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
 	@echo "make reports [SMOKE=1]           every notebook's HTML report into reports/"
+	@echo "make bundle [BUNDLE_DIR=...]     offline workshop bundle: wheels, caches, source (+ .tar)"
+	@echo "make lab BUNDLE=path             set up from a bundle, with no network"
 	@echo "make slides                      reveal.js slides of every notebook into build/slides/"
 	@echo "make student                     student editions (solutions removed) into build/student/"
 	@echo "make lint                        ruff on lib/ and tests/"
@@ -28,11 +32,15 @@ setup: $(STAMP)
 
 # torch==2.13.0 resolves to the CPU wheel this machine keeps on disk (pip's find-links);
 # the package itself installs editable, so lib/ changes need no re-install.
+# With BUNDLE=path (a workshop's offline bundle, see `make bundle`) nothing is downloaded:
+# the bundle is checked against its manifest, then installed with pip --no-index.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(if $(BUNDLE),PYTHONPATH=lib $(PYTHON) -m deploylab.bundle install $(BUNDLE) \
+		--python $(BIN)/python,$(BIN)/python -m pip install --quiet \
+		--disable-pip-version-check -r requirements.lock)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
-		--no-build-isolation -e .
+		--no-build-isolation $(if $(BUNDLE),--no-index) -e .
 	$(BIN)/deploylab env > /dev/null || { echo "some assets are missing or corrupt:"; \
 		$(BIN)/deploylab env; exit 1; }
 	@touch $(STAMP)
@@ -80,3 +88,6 @@ slides: setup
 
 student: setup
 	$(BIN)/python -m deploylab.workshop student $(REPORT_NOTEBOOKS) -o build/student
+
+bundle: setup
+	$(BIN)/python -m deploylab.bundle build $(BUNDLE_DIR) --tar
