@@ -1,4 +1,4 @@
-"""The `deploylab` command: `env`, `bench` and `report` (the serving chapter adds `serve`).
+"""The `deploylab` command: `env`, `bench`, `report` and `serve`.
 
 Errors that come from bad input print one line saying what to do and exit with 2.
 """
@@ -115,6 +115,80 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_specs(models: list[str], tokenizer: str | None, options: dict) -> list:
+    """MODEL arguments -> ModelSpecs: `minilm` (fp32 as version 1, int8 as 2),
+    `minilm:int8`, or `[NAME[:VERSION]=]FILE.onnx`."""
+    from .serve import ModelSpec, zoo
+
+    specs = []
+    for text in models:
+        head, _, rest = text.partition(":")
+        if head in ("minilm", zoo.MINILM) and "=" not in text:
+            if rest and rest not in zoo.VERSIONS:
+                raise DeploylabError(f"{text!r}: MiniLM comes as minilm:fp32 or minilm:int8")
+            specs += zoo.minilm_specs([rest] if rest else list(zoo.VERSIONS), **options)
+            continue
+        key, _, path = text.rpartition("=")
+        name, _, version = key.partition(":")
+        if not Path(path).is_file() or Path(path).suffix != ".onnx":
+            raise DeploylabError(f"{text!r}: give `minilm`, `minilm:int8` or "
+                                 "[NAME[:VERSION]=]FILE.onnx with an existing .onnx file")
+        try:
+            specs.append(ModelSpec(name or Path(path).stem, version or "1", path,
+                                   tokenizer=tokenizer, **options))
+        except ValueError as e:
+            raise DeploylabError(str(e)) from None
+    return specs
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from . import serve
+
+    options = {k: v for k, v in (("max_batch_size", args.max_batch_size),
+                                 ("batch_wait_timeout_s", args.batch_wait_ms / 1e3
+                                  if args.batch_wait_ms is not None else None)) if v is not None}
+    specs = _serve_specs(args.model, args.tokenizer, options)
+    autoscaling = None
+    if args.autoscale:
+        low, _, high = args.autoscale.partition(":")
+        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
+            raise DeploylabError(f"--autoscale wants MIN:MAX replicas, e.g. 1:2, got "
+                                 f"{args.autoscale!r}")
+        autoscaling = {"min_replicas": int(low), "max_replicas": int(high),
+                       "target_ongoing_requests": 8}
+    server = serve.start(specs, host=args.host, port=args.port, num_replicas=args.replicas,
+                         autoscaling=autoscaling, threads=args.threads,
+                         ray_address=args.ray, access_log=args.access_log)
+    try:
+        first = specs[0]
+        print(f"serving {', '.join(s.key for s in specs)} at {server.url} (Open Inference "
+              f"Protocol v2); metrics at {server.url}/metrics")
+        print(f"  curl {server.url}/v2/models/{first.name}")
+        if args.check:
+            with server.client() as c:
+                meta = c.metadata(first.name)
+                inputs = ({"text": ["deploylab serve --check"]} if first.tokenizer else None)
+                if inputs is not None:
+                    out = c.infer(first.name, inputs)
+                    print(f"check ok: {first.key} answered "
+                          f"{ {k: list(v.shape) for k, v in out.items()} }")
+                else:
+                    print(f"check ok: {first.key} takes {meta['inputs']}")
+            return 0
+        print("Ctrl-C stops it.")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping")
+        return 0
+    finally:
+        left = server.stop()
+        if left:
+            print(f"left behind after stopping: {left}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray", metavar="ADDRESS",
                    help="sweep: run on a Ray cluster ('auto', 'local' or ray://host:port)")
     r.set_defaults(func=_report)
+    s = sub.add_parser("serve", help="serve models over the Open Inference Protocol (Ray "
+                                     "Serve) until Ctrl-C")
+    s.add_argument("model", nargs="+", help="`minilm` (fp32 v1 + int8 v2), `minilm:int8`, or "
+                                            "[NAME[:VERSION]=]FILE.onnx")
+    s.add_argument("--tokenizer", metavar="NAME_OR_DIR",
+                   help="makes .onnx encoders text models: BYTES in, embeddings out")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    s.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    s.add_argument("--autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX "
+                                                          "replicas instead")
+    s.add_argument("--max-batch-size", type=int, help="dynamic batching: most rows per call")
+    s.add_argument("--batch-wait-ms", type=float, help="dynamic batching: wait to fill (ms)")
+    s.add_argument("--threads", type=int, help="compute threads per replica")
+    s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster to serve on "
+                                                    "(default: start one on this machine)")
+    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument("--check", action="store_true",
+                   help="start, answer one request, stop (a self-test)")
+    s.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,25 @@
+"""Serving: a Ray Serve application speaking the Open Inference Protocol (v2) over HTTP,
+with dynamic batching, replicas, Prometheus metrics and JSON logs; a client, load
+generators, and the monitoring helpers the chapters use.
+
+Modules: `protocol` (request validation, datatypes), `models` (`ModelSpec`: what to serve),
+`app` (the Serve deployment; imports Ray), `server` (`start`/`stop`), `metrics`, `client`,
+`load` (closed- and open-loop load), `monitor` (reading metrics, A/B agreement, drift).
+Ray, FastAPI and httpx load only when used, so `import deploylab.serve` stays fast.
+
+Example:
+    >>> from deploylab import serve
+    >>> spec = serve.ModelSpec("minilm", "1", "minilm.onnx", tokenizer="all-MiniLM-L6-v2")
+    >>> with serve.start(spec, num_replicas=2) as server:
+    ...     vectors = server.client().embed("minilm", ["open a file", "sort a list"])
+"""
+
+from __future__ import annotations
+
+from .client import Client, InferenceError, build_request, decode_outputs
+from .models import ModelSpec
+from .protocol import ProtocolError, TensorSpec
+from .server import ServeError, Server, start, stop
+
+__all__ = ["Client", "InferenceError", "ModelSpec", "ProtocolError", "ServeError", "Server",
+           "TensorSpec", "build_request", "decode_outputs", "start", "stop"]

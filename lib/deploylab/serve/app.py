@@ -1,0 +1,249 @@
+"""The Ray Serve deployment: one FastAPI ingress per replica that speaks the Open Inference
+Protocol, holds every registered model version, and batches each model's requests with
+`@serve.batch` (a separate queue per model version).
+
+Why one deployment rather than an ingress in front of model deployments: on a laptop every
+hop between Ray actors costs a serialization and a context switch, and with two cores that
+overhead, not the model, limits throughput. Replicas of this one deployment scale out (and
+autoscale) as a unit; each replica keeps its own batch queues.
+
+Importing this module imports Ray Serve and FastAPI; `deploylab.serve.start` does it lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .metrics import Metrics
+from .protocol import ProtocolError, encode_response, parse_request
+
+__all__ = ["ModelServer", "api"]
+
+log = logging.getLogger("ray.serve")
+api = FastAPI(title="deploylab inference server (Open Inference Protocol v2)")
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _no_route(request: Request, exc: StarletteHTTPException):
+    # FastAPI's own 404/405 for paths outside the protocol, in the protocol's error shape
+    return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}; see "
+                                  "/v2/models/{name} and /v2/models/{name}/infer"},
+                        status_code=exc.status_code)
+
+
+def _version_key(v: str):
+    return (0, int(v), "") if v.isdigit() else (1, 0, v)
+
+
+class _Pool(ThreadPoolExecutor):
+    """One thread per model runs its batches, so the event loop keeps parsing requests
+    (ONNX Runtime and torch release the GIL while they compute)."""
+
+
+@serve.deployment(name="ModelServer")
+@serve.ingress(api)
+class ModelServer:
+    """One replica: every model version, its batch queue, and the protocol's routes.
+
+    Args:
+        specs (list[ModelSpec]): the model versions to load.
+        settings (dict): threads (int | None), max_body_bytes (int), max_text_chars (int).
+        store (ray.actor.ActorHandle | None): the metrics store shared by all replicas.
+    """
+
+    def __init__(self, specs, settings: dict, store=None):
+        self.settings = settings
+        self.runners, self.versions, self.batchers, self.max_rows = {}, {}, {}, {}
+        for spec in specs:
+            runner = spec.build(settings.get("threads"))
+            self.runners[spec.key] = runner
+            self.versions.setdefault(spec.name, []).append(spec.version)
+            self.max_rows[spec.key] = spec.max_batch_size
+            self.batchers[spec.key] = self._batcher(runner)
+        for vs in self.versions.values():
+            vs.sort(key=_version_key)
+        self.metrics, self.store, self._pusher = Metrics(), store, None
+        self.replica = serve.get_replica_context().replica_tag
+
+    def _batcher(self, runner):
+        pool = _Pool(1, thread_name_prefix=f"model-{runner.spec.key}")
+        labels = {"model": runner.spec.name, "version": runner.spec.version}
+
+        async def run_batch(items: list) -> list:
+            start = time.perf_counter()
+            try:
+                outs = await asyncio.get_running_loop().run_in_executor(pool, runner.run, items)
+            except Exception as e:  # the model failed: these requests get a 500, others go on
+                log.exception("model %s failed on a batch of %d", runner.spec.key, len(items))
+                return [e] * len(items)
+            self.metrics.observe("deploylab_inference_seconds", labels,
+                                 time.perf_counter() - start)
+            self.metrics.observe("deploylab_batch_size", labels,
+                                 sum(runner.rows(i) for i in items))
+            return outs
+
+        return serve.batch(max_batch_size=runner.spec.max_batch_size,
+                           batch_wait_timeout_s=runner.spec.batch_wait_timeout_s,
+                           batch_size_fn=lambda items: sum(runner.rows(i) for i in items)
+                           )(run_batch)
+
+    def reconfigure(self, config: dict) -> None:
+        """Serve calls this with the deployment's `user_config` (no restart needed):
+        {"max_batch_size": int, "batch_wait_timeout_s": float}, applied to every model."""
+        for key, batcher in self.batchers.items():
+            if config.get("max_batch_size"):
+                batcher.set_max_batch_size(int(config["max_batch_size"]))
+                self.max_rows[key] = int(config["max_batch_size"])
+            if config.get("batch_wait_timeout_s") is not None:
+                batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _lookup(self, name: str, version: str | None):
+        if name not in self.versions:
+            raise ProtocolError(f"unknown model {name!r}; this server has "
+                                f"{sorted(self.versions)}", 404, "unknown_model")
+        versions = self.versions[name]
+        if version is None:
+            version = versions[-1]
+        elif version not in versions:
+            raise ProtocolError(f"model {name!r} has no version {version!r}; it has "
+                                f"{versions}", 404, "unknown_version")
+        return self.runners[f"{name}:{version}"]
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings["max_body_bytes"]
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ProtocolError(f"request body of {declared} bytes is over the limit of "
+                                f"{limit} bytes", 413, "body_too_large")
+        body = await request.body()
+        if len(body) > limit:
+            raise ProtocolError(f"request body of {len(body)} bytes is over the limit of "
+                                f"{limit} bytes", 413, "body_too_large")
+        return body
+
+    def _count(self, model: str, version: str, code: int, reason: str | None, start: float):
+        self.metrics.inc("deploylab_requests_total",
+                         {"model": model, "version": version, "code": str(code)})
+        if reason is not None:
+            self.metrics.inc("deploylab_errors_total",
+                             {"model": model, "code": str(code), "reason": reason})
+        if code == 200:
+            self.metrics.observe("deploylab_request_latency_seconds",
+                                 {"model": model, "version": version},
+                                 time.perf_counter() - start)
+        if self._pusher is None and self.store is not None:
+            self._pusher = asyncio.get_running_loop().create_task(self._push_loop())
+
+    async def _push_loop(self) -> None:
+        seen = -1
+        while True:
+            await asyncio.sleep(0.5)
+            if self.metrics.version != seen:
+                seen = self.metrics.version
+                self.store.push.remote(self.replica, self.metrics.snapshot())
+
+    async def _infer(self, name: str, version: str | None, request: Request):
+        start = time.perf_counter()
+        model, ver, code, reason = "unknown", "unknown", 200, None
+        try:
+            runner = self._lookup(name, version)
+            model, ver = runner.spec.name, runner.spec.version
+            req = parse_request(await self._body(request), runner.inputs, runner.outputs,
+                                max_rows=self.max_rows[runner.spec.key],
+                                max_text_chars=self.settings["max_text_chars"])
+            out = await self.batchers[runner.spec.key](runner.prepare(req))
+            if isinstance(out, Exception):
+                raise out
+            return JSONResponse(encode_response(model, ver, req.id,
+                                                {k: out[k] for k in req.outputs}))
+        except ProtocolError as e:
+            code, reason = e.status, e.reason
+            log.warning(json.dumps({"event": "refused", "model": name, "code": code,
+                                    "reason": reason, "message": str(e)}))
+            return JSONResponse({"error": str(e)}, status_code=code)
+        except Exception as e:
+            code, reason = 500, "model_error"
+            return JSONResponse({"error": f"model {name!r} failed: {type(e).__name__}: {e}"},
+                                status_code=500)
+        finally:
+            self._count(model, ver, code, reason, start)
+
+    def _metadata(self, name: str, version: str | None) -> JSONResponse:
+        try:
+            runner = self._lookup(name, version)
+        except ProtocolError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        return JSONResponse({**runner.metadata(), "versions": self.versions[name]})
+
+    # ------------------------------------------------------------------- routes
+
+    @api.get("/v2/health/live")
+    async def live(self):
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    async def ready(self):
+        return {"ready": True}
+
+    @api.get("/v2")
+    async def server_metadata(self):
+        from .. import __version__
+
+        return {"name": "deploylab", "version": __version__,
+                "extensions": ["model_repository", "metrics"]}
+
+    @api.post("/v2/repository/index")
+    async def repository_index(self):
+        return [{"name": n, "version": v, "state": "READY"}
+                for n, vs in sorted(self.versions.items()) for v in vs]
+
+    @api.get("/v2/models/{name}")
+    async def model_metadata(self, name: str):
+        return self._metadata(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(self, name: str, version: str):
+        return self._metadata(name, version)
+
+    @api.get("/v2/models/{name}/ready")
+    async def model_ready(self, name: str):
+        return self._ready(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(self, name: str, version: str):
+        return self._ready(name, version)
+
+    def _ready(self, name: str, version: str | None) -> JSONResponse:
+        try:
+            runner = self._lookup(name, version)
+        except ProtocolError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        return JSONResponse({"name": name, "version": runner.spec.version, "ready": True})
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer(self, name: str, request: Request):
+        return await self._infer(name, None, request)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(self, name: str, version: str, request: Request):
+        return await self._infer(name, version, request)
+
+    @api.get("/metrics")
+    async def metrics(self):
+        from .metrics import render
+
+        if self.store is None:
+            return PlainTextResponse(render([self.metrics.snapshot()]))
+        self.store.push.remote(self.replica, self.metrics.snapshot())  # ours, fresh
+        return PlainTextResponse(await self.store.render.remote())

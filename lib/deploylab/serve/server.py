@@ -1,0 +1,389 @@
+"""Start and stop the inference server from Python: `start(models, ...)` gives a running
+`Server` (also a context manager), `stop()` stops the last one.
+
+It starts Ray on this machine (offline: no dashboard, no usage statistics, bound to
+127.0.0.1) unless given a cluster address, runs the Serve application, waits until the
+server answers `/v2/health/ready`, and on stop shuts Serve and Ray down and checks that no
+process it started and no port it opened is left behind.
+
+Example:
+    >>> from deploylab import serve
+    >>> spec = serve.ModelSpec("minilm", "1", "minilm.onnx", tokenizer="all-MiniLM-L6-v2")
+    >>> with serve.start(spec, num_replicas=2) as server:
+    ...     server.client().embed("minilm", ["open a file"]).shape      # (1, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DeploylabError
+from .models import ModelSpec
+
+__all__ = ["Server", "ServeError", "free_port", "start", "stop"]
+
+_RUNNING: list[Server] = []
+
+
+class ServeError(DeploylabError):
+    """The server could not start, or did not stop cleanly."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class Server:
+    """A running inference server (made by `start`; use it as a context manager).
+
+    Attributes:
+        url (str): e.g. "http://127.0.0.1:8000".
+        models (list[ModelSpec]): what it serves.
+        app_name (str): the Serve application's name.
+        leftovers (list[str] | None): after `stop()`, processes or ports that outlived it
+            (empty when the shutdown was clean).
+    """
+
+    def __init__(self, url: str, host: str, port: int, models: list[ModelSpec],
+                 app_name: str, started_ray: bool, deployment, args: tuple, options: dict):
+        self.url, self.host, self.port, self.models = url, host, port, models
+        self.app_name, self._started_ray = app_name, started_ray
+        self._deployment, self._args, self._options = deployment, args, options
+        self.leftovers: list[str] | None = None
+
+    def __repr__(self) -> str:
+        state = "stopped" if self.leftovers is not None else "running"
+        return f"Server({self.url}, models={[m.key for m in self.models]}, {state})"
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def client(self, **kwargs):
+        """A `Client` for this server (keyword arguments go to `Client`)."""
+        from .client import Client
+
+        return Client(self.url, **kwargs)
+
+    def configure(self, *, max_batch_size: int | None = None,
+                  batch_wait_timeout_s: float | None = None,
+                  num_replicas: int | None = None) -> None:
+        """Change batching (every model) or the replica count of the running server.
+
+        Serve applies this without restarting replicas (batching goes through the
+        deployment's `user_config`, replicas are added or removed); it returns once the
+        application is running again.
+        """
+        from ray import serve
+
+        cfg = dict(self._options.get("user_config") or {})
+        if max_batch_size is not None:
+            cfg["max_batch_size"] = int(max_batch_size)
+        if batch_wait_timeout_s is not None:
+            cfg["batch_wait_timeout_s"] = float(batch_wait_timeout_s)
+        self._options["user_config"] = cfg
+        if num_replicas is not None:
+            self._options.pop("autoscaling_config", None)
+            self._options["num_replicas"] = int(num_replicas)
+        app = self._deployment.options(**self._options).bind(*self._args)
+        serve.run(app, name=self.app_name, route_prefix="/", blocking=False)
+        _wait_running(self.app_name, 300)
+
+    def replicas(self) -> list[str]:
+        """Names of the live replica actors (for `kill_replica`)."""
+        import ray
+
+        return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                      if a["name"].startswith(f"SERVE_REPLICA::{self.app_name}#"))
+
+    def kill_replica(self, name: str | None = None) -> str:
+        """Kill one replica process abruptly (as a crash would); Serve starts a new one.
+
+        Args:
+            name (str | None, default None): a name from `replicas()`; the first if None.
+
+        Returns:
+            str: the killed replica's name.
+        """
+        import ray
+
+        names = self.replicas()
+        if not names:
+            raise ServeError("no live replica to kill")
+        name = name or names[0]
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        return name
+
+    def log_files(self) -> list[Path]:
+        """The replicas' JSON log files (Serve writes them under the Ray session folder)."""
+        import ray
+
+        node = ray._private.worker._global_node
+        folder = Path(node.get_logs_dir_path()) / "serve" if node else None
+        return sorted(folder.glob("replica_*.log")) if folder and folder.is_dir() else []
+
+    def stop(self, timeout_s: float = 30.0) -> list[str]:
+        """Shut down Serve (and Ray, when `start` started it); safe to call twice.
+
+        Returns:
+            list[str]: what outlived the shutdown (processes killed after `timeout_s`, or
+            a port still open); empty when it was clean.
+        """
+        if self.leftovers is not None:
+            return self.leftovers
+        import psutil
+        import ray
+        from ray import serve
+
+        procs = _ray_processes() if self._started_ray else []
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if self._started_ray:
+            ray.shutdown()
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        leftovers = []
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                leftovers.append(f"process {p.pid} {p.name()}")
+                p.kill()
+        deadline = time.monotonic() + 10
+        while _port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _port_open(self.host, self.port):
+            leftovers.append(f"port {self.host}:{self.port} still open")
+        self.leftovers = leftovers
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        return leftovers
+
+
+def _ray_processes() -> list:
+    """Every process of the local Ray instance: its daemons and all their children."""
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node
+    if node is None:
+        return []
+    out = {}
+    for infos in node.all_processes.values():
+        for info in infos:
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(info.process.pid)
+                out[p.pid] = p
+                for c in p.children(recursive=True):
+                    out[c.pid] = c
+    return list(out.values())
+
+
+def _wait_running(app_name: str, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app_name)
+        if status is not None and str(status.status).endswith("RUNNING"):
+            return
+        if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
+            raise ServeError(f"application {app_name} failed to deploy: {status.message}")
+        time.sleep(0.25)
+    raise ServeError(f"application {app_name} not running after {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def _start_env():
+    """While Ray starts its processes, send plain-HTTP client requests (the `requests` library's) to a closed loopback port.
+
+    Ray's API server asks cloud metadata services (169.254.169.254,
+    metadata.google.internal) which cloud it runs on, even with usage statistics off and no
+    dashboard. Through this proxy setting those probes fail at once, on this machine.
+    Only the upper-case variables are set: gRPC, which Ray's processes talk over, reads the
+    lower-case ones. Local addresses bypass the proxy; the caller's environment is restored,
+    and a proxy the user set is left alone.
+    """
+    import psutil
+
+    env = {}
+    if not (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY")):
+        local = {"127.0.0.1", "localhost", "::1"} | {
+            a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family in (socket.AF_INET, socket.AF_INET6)}
+        env = {"HTTP_PROXY": "http://127.0.0.1:9",  # port 9 (discard): nobody listens
+               "NO_PROXY": ",".join(sorted(local))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _init_ray(address: str | None) -> bool:
+    """Start (or join) Ray; True when this call started it.
+
+    A fresh local instance gets one more try when it fails to start: on a busy machine
+    Ray's dashboard agent can take longer to import than the raylet waits for it (15 s).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline first: no telemetry
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address is not None:
+        ray.init(address=address, **kwargs)
+        return True
+    for attempt in (1, 2):
+        try:  # a fresh one-machine instance on loopback, never someone else's
+            with _start_env():
+                ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+            return True
+        except Exception:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            if attempt == 2:
+                raise
+    return True  # pragma: no cover
+
+
+def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
+          port: int | None = None, num_replicas: int = 1, autoscaling: dict | None = None,
+          replica_cpus: float | None = None, threads: int | None = None,
+          max_batch_size: int | None = None, batch_wait_timeout_s: float | None = None,
+          max_body_bytes: int = 1 << 20, max_text_chars: int = 10_000,
+          app_name: str = "deploylab", ray_address: str | None = None,
+          json_logs: bool = True, access_log: bool = False, log_level: str = "WARNING",
+          timeout_s: float = 300.0) -> Server:
+    """Serve models over the Open Inference Protocol on Ray Serve.
+
+    Args:
+        models (ModelSpec | Sequence[ModelSpec]): what to serve; several versions of one
+            name are allowed (a request without a version gets the highest).
+        host (str, default "127.0.0.1"): where the HTTP proxy listens (loopback only
+            unless you say otherwise).
+        port (int | None, default None): HTTP port; None picks a free one.
+        num_replicas (int, default 1): replicas of the server (each holds every model).
+        autoscaling (dict | None, default None): Serve's autoscaling_config instead of a
+            fixed count, e.g. {"min_replicas": 1, "max_replicas": 2,
+            "target_ongoing_requests": 8}.
+        replica_cpus (float | None, default None): CPUs Ray reserves per replica; None
+            shares this machine's cores among the (most) replicas.
+        threads (int | None, default None): compute threads per replica (ONNX Runtime,
+            torch, OpenMP); None is cores / replicas, at least 1.
+        max_batch_size (int | None, default None): overrides every spec's.
+        batch_wait_timeout_s (float | None, default None): overrides every spec's.
+        max_body_bytes (int, default 1 MiB): larger request bodies get 413.
+        max_text_chars (int, default 10000): longer texts get 400 before tokenizing.
+        app_name (str, default "deploylab"): the Serve application's name.
+        ray_address (str | None, default None): a Ray cluster ("auto", "ray://host:10001");
+            None starts a private one on this machine.
+        json_logs (bool, default True): replicas log JSON lines (Serve's LoggingConfig).
+        access_log (bool, default False): one log line per request (costs throughput).
+        log_level (str, default "WARNING"): replica log level.
+        timeout_s (float, default 300): how long to wait for the server to be ready.
+
+    Returns:
+        Server: running; `stop()` it or use it in a `with` block.
+    """
+    from ray import serve
+
+    specs = [models] if isinstance(models, ModelSpec) else list(models)
+    if not specs or not all(isinstance(s, ModelSpec) for s in specs):
+        raise ServeError("start() needs one or more ModelSpec")
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise ServeError(f"model versions repeat: {keys}")
+    overrides = {k: v for k, v in (("max_batch_size", max_batch_size),
+                                   ("batch_wait_timeout_s", batch_wait_timeout_s))
+                 if v is not None}
+    specs = [dataclasses.replace(s, **overrides) for s in specs] if overrides else specs
+    most = int((autoscaling or {}).get("max_replicas", num_replicas))
+    if most < 1:
+        raise ServeError(f"num_replicas must be >= 1, got {most}")
+    cores = os.cpu_count() or 1
+    threads = threads or max(1, cores // most)
+    port = port or free_port(host)
+    if _port_open(host, port):
+        raise ServeError(f"{host}:{port} is in use; pick another port (or None for a free one)")
+    started = _init_ray(ray_address)
+    try:
+        return _deploy(specs, host, port, most, autoscaling, num_replicas,
+                       replica_cpus or min(1.0, cores / most), threads,
+                       {"threads": threads, "max_body_bytes": int(max_body_bytes),
+                        "max_text_chars": int(max_text_chars)},
+                       app_name, started, json_logs, access_log, log_level, timeout_s)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
+
+
+def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, settings,
+            app_name, started, json_logs, access_log, log_level, timeout_s) -> Server:
+    import ray
+    from ray import serve
+    from ray.serve.config import HTTPOptions
+
+    from .app import ModelServer
+    from .metrics import MetricsStore
+
+    logging_config = {"encoding": "JSON" if json_logs else "TEXT", "log_level": log_level,
+                      "enable_access_log": access_log}
+    serve.start(http_options=HTTPOptions(host=host, port=port), logging_config=logging_config)
+    store = ray.remote(num_cpus=0)(MetricsStore).options(
+        name=f"{app_name}-metrics", namespace="serve", get_if_exists=True).remote()
+    env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    options = {"ray_actor_options": {"num_cpus": cpus,
+                                     "runtime_env": {"env_vars": {
+                                         **env, "TOKENIZERS_PARALLELISM": "false"}}},
+               "max_ongoing_requests": max(64, 4 * max(s.max_batch_size for s in specs)),
+               "health_check_period_s": 2, "health_check_timeout_s": 30,
+               "graceful_shutdown_timeout_s": 2, "user_config": {}}
+    if autoscaling:
+        options["autoscaling_config"] = dict(autoscaling)
+    else:
+        options["num_replicas"] = int(num_replicas)
+    args = (specs, settings, store)
+    app = ModelServer.options(**options).bind(*args)
+    serve.run(app, name=app_name, route_prefix="/", blocking=False,
+              logging_config=logging_config)
+    _wait_running(app_name, timeout_s)
+    server = Server(f"http://{host}:{port}", host, port, specs, app_name, started,
+                    ModelServer, args, options)
+    server.client(timeout_s=timeout_s).wait_ready(timeout_s)
+    _RUNNING.append(server)
+    return server
+
+
+def stop() -> list[str]:
+    """Stop the most recently started server that is still running.
+
+    Returns:
+        list[str]: its leftovers (see `Server.stop`); empty if none was running.
+    """
+    return _RUNNING[-1].stop() if _RUNNING else []
