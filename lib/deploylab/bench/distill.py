@@ -1,0 +1,103 @@
+"""Distilling all-MiniLM-L6-v2 (6 layers) into a 3-layer student initialized from it.
+
+Variants: `teacher-fp32` (baseline, torch), `student-fp32` (layers 0, 2, 4 of the teacher,
+distilled on the stdlib train split's texts by matching the teacher's sentence embeddings;
+torch), `student-ort-int8` (the student exported to ONNX with the parity gate, fused by ONNX
+Runtime's transformer optimizer, dynamic int8 weights). Batch 1, 128 tokens, 2 threads, timed
+interleaved. Quality: MRR of the stdlib name->docstring retrieval task (test split).
+Targets: student-fp32 >= 1.9x faster than the teacher with >= 97% of its MRR;
+student-ort-int8 >= 5x faster than the teacher.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .. import distill, measure, prune
+from . import BenchResult, Variant
+from . import _encoders as enc
+
+LAYERS = (0, 2, 4)
+
+
+def _config(smoke: bool) -> distill.EncoderDistillConfig:
+    if smoke:
+        return distill.EncoderDistillConfig.quick()
+    return distill.EncoderDistillConfig(steps=300, progress=False)
+
+
+def student_int8(student, folder: Path):
+    """(int8 ONNX path, fp32 ONNX path) of a student: exported (parity-gated), fused, then
+    dynamically quantized with the preset for this CPU."""
+    from .. import export, quantize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = export.export_onnx(student, export.ExportConfig(path=folder / "student.onnx"))
+    fused = export.optimize_onnx(fp32, num_heads=student.config.num_attention_heads,
+                                 hidden_size=student.config.hidden_size)
+    preset = (quantize.DynamicInt8Config.avx512_vnni() if quantize.has_vnni()
+              else quantize.DynamicInt8Config.avx2())
+    return quantize.quantize(fused, preset).path, fp32
+
+
+def run(smoke: bool = False) -> BenchResult:
+    import torch
+
+    from .. import export
+
+    tok, student, teacher, info = distill.minilm_student(LAYERS, _config(smoke))
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_path, _ = student_int8(student, Path(tmp) / "onnx")
+        sizes = {"teacher-fp32": prune.save_dense(teacher, Path(tmp) / "t.safetensors"),
+                 "student-fp32": prune.save_dense(student, Path(tmp) / "s.safetensors"),
+                 "student-ort-int8": int8_path}
+        sizes = {k: measure.size_on_disk(v) / prune.MB for k, v in sizes.items()}
+        sess = export.session(int8_path, threads=enc.THREADS)
+        task = enc.retrieval_task(smoke)
+        encoders = {"teacher-fp32": enc.torch_encoder(teacher, tok),
+                    "student-fp32": enc.torch_encoder(student, tok),
+                    "student-ort-int8": enc.ort_encoder(sess, tok)}
+        vectors = {k: e(task.documents) for k, e in encoders.items()}
+        qualities = {k: enc.quality(e, task) for k, e in encoders.items()}
+        x, xn = enc.batch1(tok), enc.batch1(tok, fmt="np")
+        feeds = {i.name: xn[i.name].astype("int64") for i in sess.get_inputs()}
+        with measure.threads(enc.THREADS):
+            calls = {"teacher-fp32": lambda: teacher(**x), "student-fp32": lambda: student(**x),
+                     "student-ort-int8": lambda: sess.run(None, feeds)}
+            timings = measure.compare(calls, warmup=2 if smoke else 5,
+                                      repeats=5 if smoke else 40)
+            memory = {k: measure.peak_memory(fn).peak_mb for k, fn in calls.items()}
+    base_t, base_q = timings["teacher-fp32"].p50, qualities["teacher-fp32"]["value"]
+    variants = []
+    for name, t in timings.items():
+        model = student if name.startswith("student") else teacher
+        variants.append(Variant(
+            name=name, latency_ms_p50=t.p50, latency_ms_p90=t.p90,
+            throughput_per_s=t.throughput_per_s, size_mb=sizes[name], peak_rss_mb=memory[name],
+            quality=qualities[name],
+            extra={"speedup_vs_baseline": base_t / t.p50,
+                   "quality_vs_baseline": qualities[name]["value"] / base_q,
+                   "size_vs_baseline": sizes[name] / sizes["teacher-fp32"],
+                   "layers": distill.depth(model), "params": prune.count_params(model),
+                   "runtime": "onnxruntime" if "ort" in name else "torch",
+                   **enc.fidelity(vectors["teacher-fp32"], vectors[name])}))
+    by = {v.name: v for v in variants}
+    targets = [
+        enc.target("student-fp32",
+                   speedup=(by["student-fp32"].extra["speedup_vs_baseline"], 1.9, "min"),
+                   quality_ratio=(by["student-fp32"].extra["quality_vs_baseline"], 0.97, "min")),
+        enc.target("student-ort-int8",
+                   speedup=(by["student-ort-int8"].extra["speedup_vs_baseline"], 5.0, "min")),
+    ]
+    return BenchResult(
+        suite="distill", smoke=smoke, hardware=measure.fingerprint(), baseline="teacher-fp32",
+        variants=variants,
+        extra={"model": "all-MiniLM-L6-v2", "student_layers": list(LAYERS),
+               "batch_size": 1, "sequence_length": enc.SEQ, "threads": enc.THREADS,
+               "quality_metric": "mrr", "targets": targets,
+               "training": {"steps": len(info.get("history", [])),
+                            "seconds": info.get("seconds"),
+                            "final_loss": (info.get("history") or [{}])[-1].get("loss"),
+                            "from_cache": info.get("from_cache")}})
