@@ -179,9 +179,17 @@ def _run_ray(jobs: list[tuple], address: str) -> list[dict]:
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline first: no telemetry
         local = address == "local"  # a one-machine instance, bound to loopback only
-        ray.init(address=None if local else address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False,
-                 **({"_node_ip_address": "127.0.0.1"} if local else {}))
+        for attempt in (1, 2):
+            try:
+                ray.init(address=None if local else address, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False,
+                         **({"_node_ip_address": "127.0.0.1"} if local else {}))
+                break
+            except Exception:
+                # Ray gives a new node 30 s to register, fixed; a loaded laptop can miss that.
+                ray.shutdown()
+                if attempt == 2 or not local:
+                    raise
     task = ray.remote(num_cpus=1, max_retries=0)(_task)
     return ray.get([task.remote(*job) for job in jobs])
 
