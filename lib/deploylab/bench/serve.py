@@ -14,23 +14,6 @@ WAIT_S = 0.005  # dynamic batching's wait for a batch to fill
 BATCH = 16
 
 
-def _queries(n: int, lo: int = 8, hi: int = 32) -> list[str]:
-    """First sentences of standard-library docstrings that are lo..hi tokens long."""
-    from transformers import AutoTokenizer
-
-    from .. import assets
-
-    tok = AutoTokenizer.from_pretrained(assets.resolve_model("all-MiniLM-L6-v2"))
-    out = []
-    for rec in assets.stdlib_docstrings():
-        text = rec["doc"].split("\n\n")[0].replace("\n", " ").strip()
-        if lo <= len(tok(text)["input_ids"]) <= hi:
-            out.append(text)
-        if len(out) == n:
-            break
-    return out
-
-
 def _in_process(spec, texts: list[str], threads: int, smoke: bool):
     """The same runner the server uses, called directly: rows/s at each batch size."""
     from ..serve.protocol import InferRequest
@@ -101,7 +84,7 @@ def run(smoke: bool = False) -> BenchResult:
 
     duration, rounds = (2.0, 1) if smoke else (8.0, 2)
     threads = os.cpu_count() or 1
-    texts = _queries(64 if smoke else 256)
+    texts = zoo.queries(64 if smoke else 256)
     int8 = zoo.minilm_specs(["int8"])[0]
     fp32 = zoo.minilm_specs(["fp32"])[0]
     sample = texts[:32]

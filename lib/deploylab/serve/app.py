@@ -10,8 +10,8 @@ autoscale) as a unit; each replica keeps its own batch queues.
 Importing this module imports Ray Serve and FastAPI; `deploylab.serve.start` does it lazily.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve rebuilds the ingress class in another
+# module, where FastAPI could not resolve string annotations such as "Request".
 import asyncio
 import json
 import logging

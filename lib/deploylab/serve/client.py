@@ -195,9 +195,16 @@ class Client:
         return decode_outputs(self._send("POST", _model_path(name, version) + "/infer",
                                          body).json())
 
-    def embed(self, name: str, texts: Sequence[str], *, version: str | None = None):
-        """Embeddings of texts from a text model: (len(texts), dim) float32."""
-        return self.infer(name, {"text": list(texts)}, version=version)["embedding"]
+    def embed(self, name: str, texts: Sequence[str], *, version: str | None = None,
+              batch_size: int = 16):
+        """Embeddings of texts from a text model: (len(texts), dim) float32, sent
+        `batch_size` texts per request (a server refuses more rows than its batch limit)."""
+        texts = list(texts)
+        if not texts:
+            raise ValueError("embed() needs at least one text")
+        parts = [self.infer(name, {"text": texts[i:i + batch_size]}, version=version)
+                 ["embedding"] for i in range(0, len(texts), batch_size)]
+        return np.concatenate(parts)
 
     def metrics(self) -> str:
         """The Prometheus text of `/metrics` (see `deploylab.serve.monitor` to read it)."""

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-__all__ = ["LoadResult", "closed_loop", "open_loop", "text_request"]
+__all__ = ["LoadResult", "closed_loop", "open_loop", "sweep", "text_request"]
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -272,3 +272,55 @@ def open_loop(url: str, model: str, bodies: Sequence[bytes | dict], *, rate: flo
                               late=late)
 
     return _run(main)
+
+
+def _batches(text: str, model: str) -> tuple[float, float]:
+    from .monitor import samples
+
+    def total(series: str) -> float:
+        return sum(v for lab, v in samples(text, series) if lab.get("model") == model)
+
+    return total("deploylab_batch_size_count"), total("deploylab_batch_size_sum")
+
+
+def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
+          settings: Mapping[str, Mapping], concurrencies: Sequence[int] = (16,),
+          duration_s: float = 5.0, warmup_s: float = 1.0, version: str | None = None):
+    """Closed-loop runs over server settings x concurrency levels, one after another on
+    the same server (settings applied with `server.configure`, no restart).
+
+    Args:
+        server (Server): a running server.
+        model (str): the model to load.
+        bodies (Sequence[bytes | dict]): request bodies.
+        settings (Mapping[str, Mapping]): label -> keyword arguments of
+            `server.configure` (max_batch_size, batch_wait_timeout_s, num_replicas).
+        concurrencies (Sequence[int], default (16,)): clients per run.
+        duration_s (float, default 5): each measured run.
+        warmup_s (float, default 1): an unmeasured run after each change.
+        version (str | None, default None): the model version.
+
+    Returns:
+        pandas.DataFrame: one row per (setting, concurrency): throughput_per_s,
+        latency_ms_p50/p90/p99, errors, mean_batch_size (rows per model call, from the
+        server's metrics).
+    """
+    import pandas as pd
+
+    client = server.client()
+    rows = []
+    for label, config in settings.items():
+        server.configure(**config)
+        for c in concurrencies:
+            closed_loop(server.url, model, bodies, concurrency=c, duration_s=warmup_s,
+                        version=version)
+            b0, r0 = _batches(client.metrics(), model)
+            res = closed_loop(server.url, model, bodies, concurrency=c,
+                              duration_s=duration_s, version=version).summary()
+            b1, r1 = _batches(client.metrics(), model)
+            rows.append({"setting": label, "concurrency": c,
+                         **{k: res[k] for k in ("throughput_per_s", "latency_ms_p50",
+                                                "latency_ms_p90", "latency_ms_p99", "errors")},
+                         "mean_batch_size": (r1 - r0) / (b1 - b0) if b1 > b0 else float("nan")})
+    client.close()
+    return pd.DataFrame(rows)

@@ -207,9 +207,26 @@ def _wait_running(app_name: str, timeout_s: float) -> None:
     raise ServeError(f"application {app_name} not running after {timeout_s:.0f} s")
 
 
+def _lean_params(base):
+    """RayParams without the autoscaler monitor and the log monitor, two Python daemons a
+    one-machine Serve instance does not need (no nodes to add; logs go to files, not to the
+    driver). On a busy 2-core machine they compete with Ray's dashboard agent while it
+    starts, and the raylet gives up on an agent that needs more than 15 s
+    (ray-project/ray#65983), which fails the whole start."""
+
+    class Lean(base):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("no_monitor", True)
+            kwargs.setdefault("include_log_monitor", False)
+            super().__init__(*args, **kwargs)
+
+    return Lean
+
+
 @contextlib.contextmanager
 def _start_env():
-    """While Ray starts its processes, send plain-HTTP client requests (the `requests` library's) to a closed loopback port.
+    """While Ray starts its processes, send plain-HTTP client requests (the `requests`
+    library's) to a closed loopback port.
 
     Ray's API server asks cloud metadata services (169.254.169.254,
     metadata.google.internal) which cloud it runs on, even with usage statistics off and no
@@ -219,6 +236,7 @@ def _start_env():
     and a proxy the user set is left alone.
     """
     import psutil
+    import ray._private.parameter as ray_parameter
 
     env = {}
     if not (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY")):
@@ -229,9 +247,12 @@ def _start_env():
                "NO_PROXY": ",".join(sorted(local))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    params = ray_parameter.RayParams
+    ray_parameter.RayParams = _lean_params(params)
     try:
         yield
     finally:
+        ray_parameter.RayParams = params
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -242,9 +263,10 @@ def _start_env():
 def _init_ray(address: str | None) -> bool:
     """Start (or join) Ray; True when this call started it.
 
-    A fresh local instance gets one more try when it fails to start: on a busy machine
+    A fresh local instance gets two more tries when it fails to start: on a busy machine
     Ray's dashboard agent can take longer to import than the raylet waits for it (15 s).
     """
+    import psutil
     import ray
 
     if ray.is_initialized():
@@ -254,7 +276,8 @@ def _init_ray(address: str | None) -> bool:
     if address is not None:
         ray.init(address=address, **kwargs)
         return True
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:  # a fresh one-machine instance on loopback, never someone else's
             with _start_env():
                 ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
@@ -262,7 +285,15 @@ def _init_ray(address: str | None) -> bool:
         except Exception:
             with contextlib.suppress(Exception):
                 ray.shutdown()
-            if attempt == 2:
+            # A node that failed half-way leaves its daemons (GCS, API server) running,
+            # children of this process that ray.shutdown() does not know about.
+            spawned = [p for p in psutil.Process().children(recursive=True)
+                       if p.pid not in before]
+            for p in spawned:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            psutil.wait_procs(spawned, timeout=10)
+            if attempt == 3:
                 raise
     return True  # pragma: no cover
 

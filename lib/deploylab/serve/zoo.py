@@ -16,7 +16,7 @@ from pathlib import Path
 from ..settings import cache_dir
 from .models import ModelSpec
 
-__all__ = ["MINILM", "VERSIONS", "minilm_onnx", "minilm_specs"]
+__all__ = ["MINILM", "VERSIONS", "minilm_onnx", "minilm_specs", "queries", "token_counts"]
 
 MINILM = "all-MiniLM-L6-v2"
 VERSIONS = {"fp32": "1", "int8": "2"}  # the rollout story: v2 is the quantized candidate
@@ -70,3 +70,52 @@ def minilm_specs(precisions=("fp32", "int8"), *, name: str = "minilm", **options
     """
     return [ModelSpec(name, VERSIONS[p], minilm_onnx(p), tokenizer=MINILM, **options)
             for p in precisions]
+
+
+def queries(n: int, *, min_tokens: int = 8, max_tokens: int = 32, kind: str = "doc",
+            skip: int = 0) -> list[str]:
+    """Realistic search queries from this Python's standard library, offline.
+
+    Args:
+        n (int): how many.
+        min_tokens, max_tokens (int, default 8 and 32): MiniLM tokens per query.
+        kind (str, default "doc"): "doc" (first sentences of docstrings: what users ask)
+            or "signature" (function signatures: code-like text, for drift experiments).
+        skip (int, default 0): skip this many matching records first (a disjoint window).
+
+    Returns:
+        list[str]: at most n texts, always the same on one Python version.
+    """
+    from transformers import AutoTokenizer
+
+    from .. import assets
+
+    if kind not in ("doc", "signature"):
+        raise ValueError(f"kind must be 'doc' or 'signature', got {kind!r}")
+    tok = AutoTokenizer.from_pretrained(assets.resolve_model(MINILM)).backend_tokenizer
+    tok.no_padding()  # the saved tokenizer pads to 128: count real tokens only
+    tok.no_truncation()
+    out: list[str] = []
+    for rec in assets.stdlib_docstrings():
+        text = (rec["doc"].split("\n\n")[0] if kind == "doc" else rec.get("signature") or "")
+        text = " ".join(text.split())
+        if text and min_tokens <= len(tok.encode(text).ids) <= max_tokens:
+            if skip:
+                skip -= 1
+                continue
+            out.append(text)
+            if len(out) == n:
+                break
+    return out
+
+
+def token_counts(texts) -> list[int]:
+    """MiniLM tokens per text (with [CLS] and [SEP]): what the server's limit counts."""
+    from transformers import AutoTokenizer
+
+    from .. import assets
+
+    tok = AutoTokenizer.from_pretrained(assets.resolve_model(MINILM)).backend_tokenizer
+    tok.no_padding()
+    tok.no_truncation()
+    return [len(e.ids) for e in tok.encode_batch(list(texts))]
