@@ -54,7 +54,11 @@ def _sha256(file: Path) -> str:
 
 def _pip(python: str, *args: str) -> None:
     cmd = [python, "-m", "pip", "--disable-pip-version-check", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # pip would take a deploylab on PYTHONPATH (lib/) for an installed one: leave it out
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not (Path(p) / "deploylab").is_dir()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise BundleError(f"`{' '.join(cmd)}` failed:\n{tail}")
