@@ -239,3 +239,21 @@ def test_gradual_recovery_of_an_encoder_reaches_the_target(bert):
     assert all(np.isfinite(h["loss"]) for h in plain)
     with pytest.raises(prune.PruneError, match="teacher"):
         prune.recover_(bert, prune.RecoveryConfig.quick(), tokenizer=tokenizer)
+
+
+def test_pruning_widget_sweeps_quality_and_size(digits):
+    from deploylab.widgets.pruning import pruning_explorer, sweep
+
+    deploylab.seed_everything(0)
+    model = cnn.DigitsCNN(channels=(4, 8, 8), hidden=16)
+    table = sweep(model, lambda m: cnn.accuracy(m, digits), (0.0, 0.5, 0.9))
+    assert list(table.sparsity) == [0.0, 0.5, 0.9]
+    assert table.size_ratio.is_monotonic_decreasing and table.size_ratio.iloc[-1] < 0.3
+    assert prune.sparsity(model) == 0.0  # copies were pruned, not the model
+    box = pruning_explorer(model, lambda m: cnn.accuracy(m, digits), metric="accuracy",
+                           sparsities=(0.0, 0.9))
+    slider, text = box.children[0], box.children[1]
+    slider.value = 0.9
+    assert "90% zeros" in text.value and "accuracy" in text.value
+    with pytest.raises(prune.PruneError):
+        pruning_explorer(model, lambda m: 0.0, sparsities=(0.5, 1.0))

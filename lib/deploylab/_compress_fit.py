@@ -107,6 +107,15 @@ def fit_encoder(student, tokenizer, *, steps: int, batch_size: int, lr: float,
     Returns:
         list[dict]: per step: step, loss, seconds (since the start), lr.
     """
+    with torch.enable_grad():  # callers (notebooks, benchmarks) often disable it globally
+        return _fit_encoder(student, tokenizer, steps, batch_size, lr, max_length, texts,
+                            teacher, targets, pairs, hidden_weight, layer_map, masks, schedule,
+                            warmup, seed, progress, desc)
+
+
+def _fit_encoder(student, tokenizer, steps, batch_size, lr, max_length, texts, teacher,
+                 targets, pairs, hidden_weight, layer_map, masks, schedule, warmup, seed,
+                 progress, desc):
     torch.manual_seed(seed)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr,
                             weight_decay=0.01)
@@ -199,7 +208,7 @@ def fit_classifier(student, data, *, epochs: int, lr: float, batch_size: int,
 
     if threads is None:
         threads = torch.get_num_threads()
-    with torch_threads(threads):
+    with torch_threads(threads), torch.enable_grad():
         return _fit_classifier(student, data, epochs, lr, batch_size, teacher, temperature,
                                alpha, masks, seed, progress, desc)
 

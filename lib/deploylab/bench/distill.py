@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from .. import distill, measure, prune
+from ..cases import retrieval_eval as enc
 from . import BenchResult, Variant
-from . import _encoders as enc
 
 LAYERS = (0, 2, 4)
 
@@ -24,7 +24,7 @@ LAYERS = (0, 2, 4)
 def _config(smoke: bool) -> distill.EncoderDistillConfig:
     if smoke:
         return distill.EncoderDistillConfig.quick()
-    return distill.EncoderDistillConfig(steps=300, progress=False)
+    return distill.EncoderDistillConfig(steps=200, progress=False)
 
 
 def student_int8(student, folder: Path):

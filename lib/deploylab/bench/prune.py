@@ -15,14 +15,14 @@ import tempfile
 from pathlib import Path
 
 from .. import measure, prune
+from ..cases import retrieval_eval as enc
 from . import BenchResult, Variant
-from . import _encoders as enc
 
 
 def _recovery(smoke: bool, gradual: bool) -> prune.RecoveryConfig:
     if smoke:
         return prune.RecoveryConfig.quick(gradual=gradual)
-    return prune.RecoveryConfig(steps=200, gradual=gradual, progress=False)
+    return prune.RecoveryConfig(steps=150, gradual=gradual, progress=False)
 
 
 def run(smoke: bool = False) -> BenchResult:

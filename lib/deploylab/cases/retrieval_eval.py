@@ -1,5 +1,13 @@
-"""Helpers the compression suites share: the labelled task, encoders over torch and ONNX
-Runtime, batch-1 inputs of an exact length, and target bookkeeping. (Private: not a suite.)"""
+"""Judging a compressed sentence encoder by task quality: the stdlib name->docstring
+retrieval task (full, or a small seeded subset for smoke runs and curves), encoders over
+torch and ONNX Runtime, batch-1 inputs of an exact length, and target bookkeeping.
+The pruning and distillation chapters and their benchmark suites share these.
+
+Example:
+    >>> from deploylab.cases import retrieval_eval as rev
+    >>> task = rev.retrieval_task(n_queries=100, n_docs=400)
+    >>> rev.quality(rev.torch_encoder(model, tokenizer), task)["value"]   # MRR
+"""
 
 from __future__ import annotations
 
@@ -9,19 +17,37 @@ import numpy as np
 
 from .. import measure, tasks
 
+__all__ = ["SEQ", "THREADS", "batch1", "fidelity", "ort_encoder", "quality", "retrieval_task",
+           "target", "torch_encoder"]
+
 N_QUERIES = 300  # test-split queries of the retrieval task (the documents: the whole split)
 SEQ = 128  # tokens per timed input, and the truncation of evaluated texts
 THREADS = 2
 
 
-def retrieval_task(smoke: bool) -> tasks.RetrievalTask:
-    """The stdlib name->docstring retrieval task, test split; in smoke mode 16 queries over
-    64 documents (their answers and seeded distractors), so it runs in seconds."""
-    if not smoke:
-        return tasks.docstring_retrieval(N_QUERIES, split="test")
-    full = tasks.docstring_retrieval(16, split="test")
-    others = [i for i in range(len(full.documents)) if i not in set(full.answers)]
-    docs = sorted(set(full.answers) | set(random.Random(0).sample(others, 48)))
+def retrieval_task(smoke: bool = False, *, n_queries: int = N_QUERIES,
+                   n_docs: int | None = None) -> tasks.RetrievalTask:
+    """The stdlib name->docstring retrieval task on the test split.
+
+    Args:
+        smoke (bool, default False): 16 queries over 64 documents, for runs in seconds.
+        n_queries (int, default 300): queries (seeded sample).
+        n_docs (int | None, default None): None keeps every document of the split (~1,200)
+            as candidates; a number keeps the queries' answers plus seeded distractors up to
+            that many (an easier, cheaper task for curves; compare only like with like).
+
+    Returns:
+        tasks.RetrievalTask
+    """
+    if smoke:
+        n_queries, n_docs = 16, 64
+    full = tasks.docstring_retrieval(n_queries, split="test")
+    if n_docs is None or n_docs >= len(full.documents):
+        return full
+    answers = set(full.answers)
+    others = [i for i in range(len(full.documents)) if i not in answers]
+    extra = random.Random(0).sample(others, max(0, n_docs - len(answers)))
+    docs = sorted(answers | set(extra))
     where = {d: k for k, d in enumerate(docs)}
     return tasks.RetrievalTask(full.queries, [full.documents[d] for d in docs],
                                [where[a] for a in full.answers], [full.ids[d] for d in docs])
