@@ -208,63 +208,78 @@ def _wait_running(app_name: str, timeout_s: float) -> None:
 
 
 def _lean_params(base):
-    """RayParams without the autoscaler monitor and the log monitor, two Python daemons a
-    one-machine Serve instance does not need (no nodes to add; logs go to files, not to the
-    driver). On a busy 2-core machine they compete with Ray's dashboard agent while it
-    starts, and the raylet gives up on an agent that needs more than 15 s
-    (ray-project/ray#65983), which fails the whole start."""
+    """RayParams without the autoscaler monitor and the log monitor: a one-machine Serve
+    instance has no nodes to add, and its logs go to files, not to the driver."""
 
     class Lean(base):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("no_monitor", True)
             kwargs.setdefault("include_log_monitor", False)
+            for key in _AGENT_PORTS.values():  # chosen now, announced early (below)
+                if not kwargs.get(key):
+                    kwargs[key] = free_port()
             super().__init__(*args, **kwargs)
 
     return Lean
 
 
-@contextlib.contextmanager
-def _start_env():
-    """While Ray starts its processes, send plain-HTTP client requests (the `requests`
-    library's) to a closed loopback port.
+# The port files the raylet waits for (name -> RayParams field).
+_AGENT_PORTS = {"metrics_agent_port": "metrics_agent_port",
+                "metrics_export_port": "metrics_export_port",
+                "dashboard_agent_listen_port": "dashboard_agent_listen_port",
+                "runtime_env_agent_port": "runtime_env_agent_port"}
 
-    Ray's API server asks cloud metadata services (169.254.169.254,
-    metadata.google.internal) which cloud it runs on, even with usage statistics off and no
-    dashboard. Through this proxy setting those probes fail at once, on this machine.
-    Only the upper-case variables are set: gRPC, which Ray's processes talk over, reads the
-    lower-case ones. Local addresses bypass the proxy; the caller's environment is restored,
-    and a proxy the user set is left alone.
+
+def _announcing_raylet(start_raylet):
+    """Node.start_raylet that first writes the agents' (pinned) ports where the raylet
+    looks for them, so it need not wait for the agents to write them after importing."""
+    from ray._raylet import persist_port
+
+    def start(node, *args, **kwargs):
+        for name, key in _AGENT_PORTS.items():
+            persist_port(node._session_dir, node._node_id, name,
+                         int(getattr(node._ray_params, key)))
+        return start_raylet(node, *args, **kwargs)
+
+    return start
+
+
+def _no_api_server(node, *, include_dashboard, raise_on_failure):
+    node._webui_url = None  # what Ray records when its API server fails to start
+
+
+@contextlib.contextmanager
+def _lean_start():
+    """Start a local Ray instance that survives a busy machine: three Python daemons fewer,
+    and the agents' ports chosen up front and announced before the raylet starts.
+
+    Why: Ray's raylet gives up, and the whole start fails, when its agents take more than
+    15 s to report their ports (ray-project/ray#65983); on a busy 2-core laptop their
+    imports alone take longer. With the ports known, the raylet connects when they are up.
+    Without the dashboard, Ray's API server only runs its usage-statistics module, which
+    also asks cloud metadata services (169.254.169.254, metadata.google.internal) where it
+    runs, even with usage statistics off: skipping it keeps the start offline as well.
+    Serve needs none of the three. The patches apply only while this block runs.
     """
-    import psutil
+    import ray._private.node as ray_node
     import ray._private.parameter as ray_parameter
 
-    env = {}
-    if not (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY")):
-        local = {"127.0.0.1", "localhost", "::1"} | {
-            a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-            if a.family in (socket.AF_INET, socket.AF_INET6)}
-        env = {"HTTP_PROXY": "http://127.0.0.1:9",  # port 9 (discard): nobody listens
-               "NO_PROXY": ",".join(sorted(local))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    params = ray_parameter.RayParams
+    node = ray_node.Node
+    params, api, raylet = ray_parameter.RayParams, node.start_api_server, node.start_raylet
     ray_parameter.RayParams = _lean_params(params)
+    node.start_api_server, node.start_raylet = _no_api_server, _announcing_raylet(raylet)
     try:
         yield
     finally:
         ray_parameter.RayParams = params
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        node.start_api_server, node.start_raylet = api, raylet
 
 
 def _init_ray(address: str | None) -> bool:
     """Start (or join) Ray; True when this call started it.
 
-    A fresh local instance gets two more tries when it fails to start: on a busy machine
-    Ray's dashboard agent can take longer to import than the raylet waits for it (15 s).
+    A fresh local instance starts lean (see `_lean_start`) and gets two more tries when it
+    fails to start all the same.
     """
     import psutil
     import ray
@@ -279,7 +294,7 @@ def _init_ray(address: str | None) -> bool:
     for attempt in (1, 2, 3):
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:  # a fresh one-machine instance on loopback, never someone else's
-            with _start_env():
+            with _lean_start():
                 ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
             return True
         except Exception:

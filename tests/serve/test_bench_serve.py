@@ -1,0 +1,32 @@
+"""`deploylab bench serve --smoke`: the JSON is complete and consistent (never timings)."""
+
+import json
+
+import pytest
+
+from deploylab import cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
+    out = tmp_path / "serve.json"
+    assert cli.main(["bench", "serve", "--json", str(out), "--smoke"]) == 0
+    data = json.loads(out.read_text())
+    assert data["suite"] == "serve" and data["smoke"] is True
+    assert data["baseline"] == "no-batching" and data["hardware"]["cores"] >= 1
+    names = [v["name"] for v in data["variants"]]
+    assert names == ["no-batching", "dynamic-batching", "in-process"]
+    for v in data["variants"]:
+        for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_per_s",
+                    "size_mb", "errors"):
+            assert v[key] is not None and v[key] >= 0, (v["name"], key)
+        assert v["latency_ms_p50"] <= v["latency_ms_p90"] <= v["latency_ms_p99"]
+        assert 0.9 <= v["quality"]["value"] <= 1.0  # int8 stays close to fp32
+    served = data["variants"][:2]
+    assert all(v["requests"] > 0 for v in served)
+    assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
+    assert served[1]["max_batch_size"] > 1
+    assert set(data["targets"]) >= {"throughput_vs_no_batching", "p99_vs_no_batching",
+                                    "fraction_of_in_process", "errors", "met"}
+    assert data["clean_shutdown"] is True
