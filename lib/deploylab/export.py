@@ -753,12 +753,30 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def _import_openvino():
+    """Import openvino without its usage telemetry.
+
+    `import openvino` loads its model converter, which (with no consent file in
+    ~/intel/openvino_telemetry) sends a usage event to Google Analytics from a forked
+    process. The converter falls back to its own no-op stub when `openvino_telemetry`
+    cannot be imported, so that import is blocked for this process: the kit runs offline
+    and sends nothing. (`opt_in_out --opt_out` makes the same choice machine-wide.)
+    """
+    import sys
+
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None: the import fails cleanly
+    import openvino
+
+    return openvino
+
+
 def openvino_session(path: str | os.PathLike, *, threads: int | None = None,
                      hint: str = "LATENCY"):
     """An ONNX file compiled by OpenVINO's CPU runtime, callable like a session's `run`.
 
-    Reads the ONNX file directly (no conversion step, which is also where OpenVINO's
-    optional telemetry lives: reading and compiling never send anything).
+    Reads the ONNX file directly, and OpenVINO's usage telemetry is switched off for this
+    process before openvino is imported (see `_import_openvino`).
 
     Args:
         path (str | PathLike): the ONNX file.
@@ -776,7 +794,7 @@ def openvino_session(path: str | os.PathLike, *, threads: int | None = None,
     if not openvino_available():
         raise ProviderUnavailableError("OpenVINO is not installed; `pip install openvino` adds "
                                        "its CPU runtime")
-    import openvino as ov
+    ov = _import_openvino()
 
     threads = threads or _torch().get_num_threads()
     core = ov.Core()
