@@ -613,6 +613,7 @@ def _runtime_optimized(src: Path, dest: Path, level: str) -> None:
     opts.graph_optimization_level = levels[level]
     opts.optimized_model_filepath = str(dest)
     opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3  # its note that level "all" files are CPU-specific: known
     ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
 
 

@@ -9,23 +9,18 @@ METRIC = "cosine_to_reference_mean"
 VARIANTS = ("torch-fp32", "torch-compile", "ort-fp32-unfused", "ort-fp32", "openvino-fp32")
 
 
-def _runners(setup: inf.Setup) -> tuple[dict, dict, dict]:
+def _runners(setup: inf.Setup, smoke: bool) -> tuple[dict, dict, dict]:
     """name -> runner, name -> size in bytes, name -> reason it cannot run here."""
-    import torch
-
     from .. import assets, export
     from ..quantize import _state_bytes
 
     runners = {"torch-fp32": inf.torch_runner(setup.model)}
     sizes = {"torch-fp32": _state_bytes(setup.model), "torch-compile": None}
     errors: dict[str, str] = {}
-    try:
-        compiled = torch.compile(setup.model, dynamic=True)
-        run = inf.torch_runner(compiled)
-        run(setup.timing_feed)  # compiles now, not inside the timed rounds
-        runners["torch-compile"] = run
-    except Exception as e:  # no C++ compiler, unsupported op, ...
-        errors["torch-compile"] = f"torch.compile failed: {type(e).__name__}: {str(e)[:160]}"
+    if smoke:  # inductor compiles C++ for minutes on 2 cores: not a smoke test's business
+        errors["torch-compile"] = "skipped in smoke mode: compiling takes minutes on 2 cores"
+    else:
+        _compile(setup, runners, errors)
     # the usual first attempt: transformers' default SDPA attention, no optimizer
     unfused = export.export_onnx(setup.model, export.ExportConfig(attention=None,
                                                                   overwrite=False))
@@ -46,6 +41,18 @@ def _runners(setup: inf.Setup) -> tuple[dict, dict, dict]:
                             "fused_ops": export.op_counts(fused), "errors": errors}
 
 
+def _compile(setup: inf.Setup, runners: dict, errors: dict) -> None:
+    import torch
+
+    try:
+        compiled = torch.compile(setup.model, dynamic=False)
+        run = inf.torch_runner(compiled)
+        run(setup.timing_feed)  # compiles now, not inside the timed rounds
+        runners["torch-compile"] = run
+    except Exception as e:  # no C++ compiler, unsupported op, ...
+        errors["torch-compile"] = f"torch.compile failed: {type(e).__name__}: {str(e)[:160]}"
+
+
 def run(smoke: bool = False) -> BenchResult:
     """Variants (baseline torch-fp32, transformers' default SDPA attention): torch-fp32,
     torch-compile, ort-fp32-unfused (SDPA export, ORT's own optimizations), ort-fp32 (eager
@@ -56,7 +63,7 @@ def run(smoke: bool = False) -> BenchResult:
     from .. import measure
 
     setup = inf.encoder_setup(smoke)
-    runners, sizes, meta = _runners(setup)
+    runners, sizes, meta = _runners(setup, smoke)
     errors = meta["errors"]
     ref = inf.pooled(runners["torch-fp32"], setup.quality_feeds)
     feed = setup.timing_feed
