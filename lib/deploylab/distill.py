@@ -453,15 +453,18 @@ def plot_loss(history: list[dict] | dict[str, list[dict]], ax=None, *, smooth: i
 
 
 def minilm_student(layers: Sequence[int] = (0, 2, 4),
-                   config: EncoderDistillConfig | None = None, *, cache: bool = True):
+                   config: EncoderDistillConfig | None = None, *, cache: bool = True,
+                   teacher: tuple | None = None):
     """all-MiniLM-L6-v2's student: `layers` of the teacher, distilled on the stdlib train
     split, trained once and cached (safetensors) under `cache_dir("students")`.
 
     Args:
         layers (Sequence[int], default (0, 2, 4)): teacher layers the student starts from.
-        config (EncoderDistillConfig | None): None: 200 steps of embedding distillation
+        config (EncoderDistillConfig | None): None: 100 steps of embedding distillation
             (what the `distill` benchmark uses).
         cache (bool, default True): reuse (and write) the cached student.
+        teacher (tuple | None, default None): an already loaded (tokenizer, MiniLM) pair, to
+            save loading it again; None loads it.
 
     Returns:
         tuple: (tokenizer, student, teacher, info) where info holds the loss curve
@@ -470,8 +473,8 @@ def minilm_student(layers: Sequence[int] = (0, 2, 4),
     from .assets import load_encoder
     from .settings import cache_dir
 
-    config = config or EncoderDistillConfig(steps=200)
-    tokenizer, teacher = load_encoder("all-MiniLM-L6-v2")
+    config = config or EncoderDistillConfig(steps=100)
+    tokenizer, teacher = teacher or load_encoder("all-MiniLM-L6-v2")
     teacher.eval()
     fields = {k: v for k, v in asdict(config).items() if k != "progress"}
     key = hashlib.sha256(json.dumps({"layers": list(layers), **fields, "v": 1},

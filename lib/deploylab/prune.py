@@ -993,7 +993,8 @@ def _cache_key(**fields) -> str:
 
 
 def minilm_pruned(kind: str = "structured", amount: float = 0.4,
-                  recovery: RecoveryConfig | None = None, *, cache: bool = True):
+                  recovery: RecoveryConfig | None = None, *, cache: bool = True,
+                  teacher: tuple | None = None):
     """all-MiniLM-L6-v2 pruned and recovered, built once and cached under
     `cache_dir("pruned")` so the chapter and the `prune` benchmark share it.
 
@@ -1006,9 +1007,11 @@ def minilm_pruned(kind: str = "structured", amount: float = 0.4,
     Args:
         kind (str, default "structured"): "structured" or "unstructured".
         amount (float, default 0.4): share removed, in [0, 1).
-        recovery (RecoveryConfig | None): None: 150 distilled steps (gradual for
+        recovery (RecoveryConfig | None): None: 100 distilled steps (gradual for
             unstructured), what the `prune` benchmark uses.
         cache (bool, default True): reuse (and write) the cached model.
+        teacher (tuple | None, default None): an already loaded (tokenizer, MiniLM) pair (not
+            changed); None loads it.
 
     Returns:
         tuple: (tokenizer, model, teacher, info): info has "history" (the recovery loss
@@ -1022,8 +1025,8 @@ def minilm_pruned(kind: str = "structured", amount: float = 0.4,
     if kind not in ("structured", "unstructured"):
         raise PruneError(f"kind must be 'structured' or 'unstructured', got {kind!r}")
     _check_amount("amount", amount)
-    recovery = recovery or RecoveryConfig(steps=150, gradual=kind == "unstructured")
-    tokenizer, teacher = load_encoder("all-MiniLM-L6-v2")
+    recovery = recovery or RecoveryConfig(steps=100, gradual=kind == "unstructured")
+    tokenizer, teacher = teacher or load_encoder("all-MiniLM-L6-v2")
     teacher.eval()
     fields = {k: getattr(recovery, k) for k in recovery.__dataclass_fields__ if k != "progress"}
     key = _cache_key(kind=kind, amount=amount, v=1, **fields)

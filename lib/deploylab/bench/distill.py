@@ -24,7 +24,7 @@ LAYERS = (0, 2, 4)
 def _config(smoke: bool) -> distill.EncoderDistillConfig:
     if smoke:
         return distill.EncoderDistillConfig.quick()
-    return distill.EncoderDistillConfig(steps=200, progress=False)
+    return distill.EncoderDistillConfig(steps=100, progress=False)
 
 
 def student_int8(student, folder: Path):

@@ -22,7 +22,7 @@ from . import BenchResult, Variant
 def _recovery(smoke: bool, gradual: bool) -> prune.RecoveryConfig:
     if smoke:
         return prune.RecoveryConfig.quick(gradual=gradual)
-    return prune.RecoveryConfig(steps=150, gradual=gradual, progress=False)
+    return prune.RecoveryConfig(steps=100, gradual=gradual, progress=False)
 
 
 def run(smoke: bool = False) -> BenchResult:
