@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "forward_backward",
     "make_batches",
+    "saved_for_backward",
     "set_checkpointing_",
     "topic_batches",
     "train",
@@ -450,14 +451,18 @@ class SavedTensorMeter:
         return out
 
     def per_block(self, kind: str = "activation") -> dict[str, int]:
-        """Bytes grouped by block: a module name is cut after its first numeric part
-        ("encoder.layer.3.attention.self" -> "encoder.layer.3"), others keep their first
-        part ("embeddings", "head"); in forward order."""
+        """Bytes grouped by block, in forward order: a name is cut after its first number
+        ("encoder.layer.3.attention.self" -> "encoder.layer.3"); other names are cut to the
+        depth of the layers' parent ("embeddings.LayerNorm" -> "embeddings", or
+        "encoder.embeddings" inside a `SequenceClassifier`)."""
+        sizes = self.by_module_bytes(kind)
+        numbered = [next((i for i, p in enumerate(n.split(".")) if p.isdigit()), None)
+                    for n in sizes]
+        depth = max(1, min((i for i in numbered if i is not None), default=2) - 1)
         out: dict[str, int] = {}
-        for name, size in self.by_module_bytes(kind).items():
+        for (name, size), num in zip(sizes.items(), numbered, strict=True):
             parts = name.split(".")
-            cut = next((i for i, p in enumerate(parts) if p.isdigit()), 0)
-            group = ".".join(parts[:cut + 1])
+            group = ".".join(parts[:num + 1] if num is not None else parts[:depth])
             out[group] = out.get(group, 0) + size
         return out
 
@@ -581,6 +586,29 @@ def forward_backward(model, batch: dict, config: TrainConfig | None = None,
         loss = F.cross_entropy(logits.float(), batch["labels"])  # the loss in fp32 always
     loss.backward()
     return loss
+
+
+def saved_for_backward(model, batch: dict, config: TrainConfig | None = None, *,
+                       by_module: bool = False) -> SavedTensorMeter:
+    """Run one forward pass and the loss (no backward) and count what autograd saved.
+
+    What is saved is known once the forward pass ends, so this is the exact activation memory
+    of a training step at this shape, without the cost of the backward pass.
+
+    Args:
+        model (torch.nn.Module): maps the batch's inputs to logits; use train mode, as in
+            training (dropout saves its masks).
+        batch (dict): with "labels".
+        config (TrainConfig | None, default None): precision (autocast) and device.
+        by_module (bool, default False): attribute bytes to modules (`per_block()`).
+
+    Returns:
+        SavedTensorMeter: activation_bytes, weight_copy_bytes, per_block(), ...
+    """
+    config = config or TrainConfig()
+    with SavedTensorMeter(model, by_module=by_module) as meter, _autocast(config):
+        F.cross_entropy(model(**_inputs(batch)).float(), batch["labels"])
+    return meter
 
 
 def _check_hardware(config: TrainConfig) -> None:
@@ -851,9 +879,7 @@ def activation_sweep(model, batches: Callable[[int, int], dict], seq_lens: Seque
                 set_checkpointing_(model, "blocks", mode)
             for s in seq_lens:
                 for b in batch_sizes:
-                    batch = batches(b, s)
-                    with SavedTensorMeter(model) as meter, _autocast(config):
-                        F.cross_entropy(model(**_inputs(batch)).float(), batch["labels"])
+                    meter = saved_for_backward(model, batches(b, s), config)
                     rows.append({"seq": s, "batch": b, "checkpointing": label,
                                  "activation_mb": meter.activation_bytes / MB,
                                  "weight_copy_mb": meter.weight_copy_bytes / MB})
