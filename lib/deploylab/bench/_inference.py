@@ -121,3 +121,18 @@ def target(variant: str, metric: str, op: str, threshold: float, value: float | 
 def cpu_note() -> str:
     """Why int8 and bf16 are (not) faster here, from the CPU's flags."""
     return " ".join(measure.describe_cpu())
+
+
+def torch_call(model, feed: dict, *, threads: int) -> Callable[[], object]:
+    """A zero-argument call of a torch encoder on `feed` with `threads` intra-op threads
+    (set on every call: torch's pool is process-wide, so variants can be interleaved)."""
+    import torch
+
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+    def call():
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return model(**tensors)
+
+    return call
