@@ -102,7 +102,7 @@ class Server:
         if num_replicas is not None:
             self._options.pop("autoscaling_config", None)
             self._options["num_replicas"] = int(num_replicas)
-        app = self._deployment.options(**self._options).bind(*self._args)
+        app = _versioned(self._deployment, self._options).bind(*self._args)
         serve.run(app, name=self.app_name, route_prefix="/", blocking=False)
         _wait_running(self.app_name, 300)
 
@@ -172,6 +172,15 @@ class Server:
         if self in _RUNNING:
             _RUNNING.remove(self)
         return leftovers
+
+
+def _versioned(deployment, options: dict):
+    """The deployment with a code version fixed for this server's lifetime. Serve gives
+    every `serve.run` a random one otherwise, which restarts all replicas (reloading the
+    models) even when only batching or the replica count changed; with a fixed version
+    those are applied to the running replicas (`reconfigure`) or by adding/removing some."""
+    opts = {k: v for k, v in options.items() if k != "_code_version"}
+    return deployment.options(version=options["_code_version"], _internal=True, **opts)
 
 
 def _ray_processes() -> list:
@@ -414,8 +423,9 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
         options["autoscaling_config"] = dict(autoscaling)
     else:
         options["num_replicas"] = int(num_replicas)
+    options["_code_version"] = f"deploylab-{os.getpid()}-{time.time_ns()}"
     args = (specs, settings, store)
-    app = ModelServer.options(**options).bind(*args)
+    app = _versioned(ModelServer, options).bind(*args)
     serve.run(app, name=app_name, route_prefix="/", blocking=False,
               logging_config=logging_config)
     _wait_running(app_name, timeout_s)
