@@ -103,7 +103,8 @@ class Server:
             self._options.pop("autoscaling_config", None)
             self._options["num_replicas"] = int(num_replicas)
         app = _versioned(self._deployment, self._options).bind(*self._args)
-        serve.run(app, name=self.app_name, route_prefix="/", blocking=False)
+        with _quiet_serve():
+            serve.run(app, name=self.app_name, route_prefix="/", blocking=False)
         _wait_running(self.app_name, 300)
 
     def replicas(self) -> list[str]:
@@ -172,6 +173,21 @@ class Server:
         if self in _RUNNING:
             _RUNNING.remove(self)
         return leftovers
+
+
+@contextlib.contextmanager
+def _quiet_serve():
+    """Serve's driver-side INFO lines ("Connecting to existing Serve app...") on every
+    deploy are noise in a notebook; warnings still show."""
+    import logging
+
+    logger = logging.getLogger("ray.serve")
+    old = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def _versioned(deployment, options: dict):
@@ -409,7 +425,9 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
 
     logging_config = {"encoding": "JSON" if json_logs else "TEXT", "log_level": log_level,
                       "enable_access_log": access_log}
-    serve.start(http_options=HTTPOptions(host=host, port=port), logging_config=logging_config)
+    with _quiet_serve():
+        serve.start(http_options=HTTPOptions(host=host, port=port),
+                    logging_config=logging_config)
     store = ray.remote(num_cpus=0)(MetricsStore).options(
         name=f"{app_name}-metrics", namespace="serve", get_if_exists=True).remote()
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -426,8 +444,9 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
     options["_code_version"] = f"deploylab-{os.getpid()}-{time.time_ns()}"
     args = (specs, settings, store)
     app = _versioned(ModelServer, options).bind(*args)
-    serve.run(app, name=app_name, route_prefix="/", blocking=False,
-              logging_config=logging_config)
+    with _quiet_serve():
+        serve.run(app, name=app_name, route_prefix="/", blocking=False,
+                  logging_config=logging_config)
     _wait_running(app_name, timeout_s)
     server = Server(f"http://{host}:{port}", host, port, specs, app_name, started,
                     ModelServer, args, options)
