@@ -70,7 +70,8 @@ def run(smoke: bool = False) -> BenchResult:
     for k, run in runners.items():
         feeds = few if k in alone and k != "torch-fp32" else setup.quality_feeds
         counted[k] = sum(len(f["input_ids"]) for f in feeds)
-        quality[k] = measure.cosine(ref[:counted[k]], inf.pooled(run, feeds))
+        out = ref if k == "torch-fp32" else inf.pooled(run, feeds)
+        quality[k] = measure.cosine(ref[:counted[k]], out)
     base = timings["torch-fp32"].p50
     fp32_bytes = meta["fp32_onnx_bytes"]
     torch_bytes = _state_bytes(setup.model)
