@@ -6,6 +6,7 @@ it and checking that nothing is left behind.
 """
 
 import json
+import time
 
 import httpx
 import numpy as np
@@ -111,13 +112,18 @@ def _batch_stats(text):
     return count, rows
 
 
+def _settled_metrics(client):
+    time.sleep(1.0)  # every replica pushes its counts twice a second
+    return client.metrics()
+
+
 def test_concurrent_requests_form_batches(server, client):
-    before = _batch_stats(client.metrics())
+    before = _batch_stats(_settled_metrics(client))
     bodies = [load.text_request(f"query number {i}") for i in range(40)]
     res = load.closed_loop(server.url, "text", bodies, concurrency=16, duration_s=3,
                            max_requests=240)
     assert res.requests > 0 and res.errors == {}
-    after = _batch_stats(client.metrics())
+    after = _batch_stats(_settled_metrics(client))
     batches, rows = after[0] - before[0], after[1] - before[1]
     assert rows == res.ok and batches > 0
     assert rows / batches > 1.5, f"{rows} rows in {batches} batches: no batching happened"
