@@ -41,7 +41,8 @@ def test_what_pruning_did_is_recorded(result):
     assert sparse["params"] == base["params"] == 22_713_216  # masks keep every tensor
     assert sparse["weight_sparsity"] == pytest.approx(0.9, abs=0.005)
     assert sparse["size_vs_baseline"] <= 0.2  # the compressed file: a size fact, not timing
-    assert small["params"] < 0.8 * base["params"] and small["weight_sparsity"] < 0.01
+    # 40% of the encoder goes; the embeddings (half of MiniLM) stay: 18.4M of 22.7M
+    assert small["params"] == 18_402_780 and small["weight_sparsity"] < 0.01
     assert small["size_mb"] < base["size_mb"]
 
 

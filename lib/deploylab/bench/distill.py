@@ -67,7 +67,7 @@ def run(smoke: bool = False) -> BenchResult:
             calls = {"teacher-fp32": lambda: teacher(**x), "student-fp32": lambda: student(**x),
                      "student-ort-int8": lambda: sess.run(None, feeds)}
             timings = measure.compare(calls, warmup=2 if smoke else 5,
-                                      repeats=5 if smoke else 40)
+                                      repeats=5 if smoke else 40, max_time_s=120)
             memory = {k: measure.peak_memory(fn).peak_mb for k, fn in calls.items()}
     base_t, base_q = timings["teacher-fp32"].p50, qualities["teacher-fp32"]["value"]
     variants = []

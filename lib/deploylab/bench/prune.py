@@ -45,7 +45,8 @@ def run(smoke: bool = False) -> BenchResult:
     x = enc.batch1(tok)
     with measure.threads(enc.THREADS):
         calls = {name: (lambda m=m: m(**x)) for name, m in models.items()}
-        timings = measure.compare(calls, warmup=2 if smoke else 5, repeats=5 if smoke else 40)
+        timings = measure.compare(calls, warmup=2 if smoke else 5, repeats=5 if smoke else 40,
+                                  max_time_s=120)
         memory = {name: measure.peak_memory(fn).peak_mb for name, fn in calls.items()}
     base_t = timings["torch-fp32"].p50
     variants, qualities = [], {}
