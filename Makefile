@@ -13,7 +13,7 @@ OUT    ?= out
 # Kernels from this .venv first, even if the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: setup lab test lint bench lock clean-venv help reports slides student bundle
+.PHONY: setup lab test lint bench lock clean-venv help reports slides student bundle prefetch
 .DEFAULT_GOAL := help
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make test  [ARGS='-k measure']   set up .venv and run the whole test suite"
 	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
 	@echo "make reports [SMOKE=1]           every notebook's HTML report into reports/"
+	@echo "make prefetch                    build every dataset and train every model into the cache"
 	@echo "make bundle [BUNDLE_DIR=...]     offline workshop bundle: wheels, caches, source (+ .tar)"
 	@echo "make lab BUNDLE=path             set up from a bundle, with no network"
 	@echo "make slides                      reveal.js slides of every notebook into build/slides/"
@@ -89,5 +90,9 @@ slides: setup
 student: setup
 	$(BIN)/python -m deploylab.workshop student $(REPORT_NOTEBOOKS) -o build/student
 
-bundle: setup
+prefetch: setup
+	$(BIN)/deploylab prefetch
+
+# prefetch first: the bundle carries a warm cache
+bundle: prefetch
 	$(BIN)/python -m deploylab.bundle build $(BUNDLE_DIR) --tar

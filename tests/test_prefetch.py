@@ -50,3 +50,14 @@ def test_the_real_corpus_step_builds_into_an_empty_cache_once(monkeypatch, tmp_p
     assert [r["status"] for r in prefetch.run(["stdlib-docstrings"], progress=False)] == ["built"]
     assert prefetch.run(["stdlib-docstrings"], progress=False)[0]["status"] == "cached"
     assert [s.name for s in prefetch.STEPS][:2] == ["stdlib-docstrings", "digits-cnn"]
+
+
+def test_the_command_lists_runs_and_refuses_unknown_steps(fake_steps, capsys):
+    from deploylab.cli import main
+
+    assert main(["prefetch", "--list"]) == 0
+    assert "data" in capsys.readouterr().out
+    assert main(["prefetch", "data"]) == 0 and "built data" in capsys.readouterr().out
+    assert main(["prefetch", "data"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["prefetch", "nope"]) == 2 and "unknown prefetch step" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The `deploylab` command: `env`, `bench`, `report` and `serve`.
+"""The `deploylab` command: `env`, `bench`, `report`, `serve` and `prefetch`.
 
 Errors that come from bad input print one line saying what to do and exit with 2.
 """
@@ -189,6 +189,21 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"left behind after stopping: {left}", file=sys.stderr)
 
 
+def _prefetch(args: argparse.Namespace) -> int:
+    from . import prefetch
+
+    if args.list:
+        for step in prefetch.STEPS:
+            print(f"{step.name:18} {step.what}")
+        return 0
+    rows = prefetch.run(args.steps or None)
+    built = [r["step"] for r in rows if r["status"] == "built"]
+    total = sum(r["seconds"] for r in rows)
+    print(f"built {', '.join(built)} in {total:.0f} s" if built else
+          f"nothing to do: everything was already in the cache ({total:.0f} s to check)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check", action="store_true",
                    help="start, answer one request, stop (a self-test)")
     s.set_defaults(func=_serve)
+    pf = sub.add_parser("prefetch", help="build every dataset and train every model once, "
+                                         "so a workshop starts with a warm cache")
+    pf.add_argument("steps", nargs="*", help="only these steps (default: all; see --list)")
+    pf.add_argument("--list", action="store_true", help="list the steps")
+    pf.set_defaults(func=_prefetch)
     return parser
 
 
