@@ -441,7 +441,9 @@ def _export_to(prep: _Prepared, config: ExportConfig, tmp: Path) -> list[str]:
                 output_names=[out], opset_version=config.opset, do_constant_folding=True,
                 dynamic_axes={n: axes for n in [*names, out]} if config.dynamic else None)
         else:
-            shapes = ({n: dict(axes) for n in names} if config.dynamic else None)
+            # by position: torch.export matches dict keys to forward()'s argument names,
+            # which need not be the ONNX input names
+            shapes = tuple(dict(axes) for _ in names) if config.dynamic else None
             with contextlib.redirect_stdout(None):  # progress lines of the dynamo exporter
                 torch.onnx.export(prep.module, args, str(tmp), dynamo=True, input_names=names,
                                   output_names=[out], opset_version=config.opset,

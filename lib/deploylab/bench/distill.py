@@ -41,13 +41,10 @@ def student_int8(student, folder: Path):
     return quantize.quantize(fused, preset).path, fp32
 
 
-def run(smoke: bool = False) -> BenchResult:
-    import torch
-
+def _run(smoke: bool) -> BenchResult:
     from .. import export
 
     tok, student, teacher, info = distill.minilm_student(LAYERS, _config(smoke))
-    torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path, _ = student_int8(student, Path(tmp) / "onnx")
         sizes = {"teacher-fp32": prune.save_dense(teacher, Path(tmp) / "t.safetensors"),
@@ -101,3 +98,12 @@ def run(smoke: bool = False) -> BenchResult:
                             "seconds": info.get("seconds"),
                             "final_loss": (info.get("history") or [{}])[-1].get("loss"),
                             "from_cache": info.get("from_cache")}})
+
+
+def run(smoke: bool = False) -> BenchResult:
+    import torch
+
+    # Inference only, without touching the process-wide grad switch (the tests and notebooks
+    # that run next train); the cached builders enable grad for their own training.
+    with torch.no_grad():
+        return _run(smoke)

@@ -25,15 +25,10 @@ def _recovery(smoke: bool, gradual: bool) -> prune.RecoveryConfig:
     return prune.RecoveryConfig(steps=100, gradual=gradual, progress=False)
 
 
-def run(smoke: bool = False) -> BenchResult:
-    import torch
-
-    torch.set_grad_enabled(False)
+def _run(smoke: bool) -> BenchResult:
     tok, sparse, teacher, s_info = prune.minilm_pruned(
         "unstructured", 0.9, _recovery(smoke, True))
-    torch.set_grad_enabled(False)
     _, small, _, t_info = prune.minilm_pruned("structured", 0.4, _recovery(smoke, False))
-    torch.set_grad_enabled(False)
     models = {"torch-fp32": teacher, "unstructured-90": sparse, "structured-40": small}
     with tempfile.TemporaryDirectory() as tmp:
         base_file = prune.save_dense(teacher, Path(tmp) / "model.safetensors")
@@ -87,3 +82,12 @@ def run(smoke: bool = False) -> BenchResult:
                          "file (values + 1-bit mask).",
                          "structured-40 is a smaller dense model: thinner matrices in every "
                          "runtime."]})
+
+
+def run(smoke: bool = False) -> BenchResult:
+    import torch
+
+    # Inference only, without touching the process-wide grad switch (the tests and notebooks
+    # that run next train); the cached builders enable grad for their own training.
+    with torch.no_grad():
+        return _run(smoke)
