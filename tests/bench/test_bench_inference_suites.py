@@ -1,29 +1,37 @@
-"""The cnn-quantize suite in smoke mode: complete, consistent JSON (never a timing)."""
+"""The inference-path suites (export, quantize, cnn-quantize) in smoke mode: complete,
+consistent JSON, never a timing. One set of checks, parameterized over the suites."""
 
+import importlib
 import json
 
 import pytest
 
 from deploylab import bench
-from deploylab.bench import cnn_quantize as suite
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "cnn-quantize.json"
-    return json.loads(bench.run("cnn-quantize", smoke=True).write_json(out).read_text())
+SUITES = ["export", "quantize", "cnn-quantize"]
 
 
-def test_every_named_variant_is_present_in_order(data):
-    assert data["suite"] == "cnn-quantize" and data["smoke"] is True
+@pytest.fixture(scope="module", params=SUITES)
+def run(request, tmp_path_factory):
+    name = request.param
+    out = tmp_path_factory.mktemp("bench") / f"{name}.json"
+    data = json.loads(bench.run(name, smoke=True).write_json(out).read_text())
+    return name, importlib.import_module(f"deploylab.bench.{name.replace('-', '_')}"), data
+
+
+def test_every_named_variant_is_present_in_order(run):
+    name, suite, data = run
+    assert data["suite"] == name and data["smoke"] is True
     assert [v["name"] for v in data["variants"]] == list(suite.VARIANTS)
     assert data["baseline"] == suite.VARIANTS[0]
     assert {"cpu", "cores", "threads", "flags"} <= set(data["hardware"])
 
 
-def test_rows_are_complete_or_skipped_with_a_reason(data):
+def test_rows_are_complete_or_skipped_with_a_reason(run):
+    _, suite, data = run
     for v in data["variants"]:
         for key in ("latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb",
                     "peak_rss_mb", "quality"):
@@ -37,7 +45,8 @@ def test_rows_are_complete_or_skipped_with_a_reason(data):
         assert v["speedup_vs_baseline"] > 0
 
 
-def test_baseline_is_measured_and_targets_are_recorded(data):
+def test_baseline_is_measured_and_targets_are_recorded(run):
+    data = run[2]
     base = data["variants"][0]
     assert not base.get("skipped") and base["speedup_vs_baseline"] == pytest.approx(1.0)
     assert data["targets"] and all({"variant", "metric", "threshold", "value", "met"} <= set(t)
