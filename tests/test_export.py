@@ -1,5 +1,7 @@
 """deploylab.export on tiny models: the parity gate, optimization, sessions, providers."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,24 @@ def test_existing_file_is_reused_when_asked(tiny_cnn, tmp_path):
     stamp = out.stat().st_mtime_ns
     export.export_onnx(tiny_cnn, export.ExportConfig(path=out, overwrite=False))
     assert out.stat().st_mtime_ns == stamp
+
+
+def test_cached_export_is_keyed_by_the_weights(tiny_cnn, tmp_path, monkeypatch):
+    # a retrained model of the same class must not reuse the other one's file
+    monkeypatch.setenv("DEPLOYLAB_CACHE", str(tmp_path))
+    cached = export.ExportConfig(overwrite=False)
+    first = export.export_onnx(tiny_cnn, cached)
+    assert export.export_onnx(tiny_cnn, cached) == first
+    other = copy.deepcopy(tiny_cnn)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    second = export.export_onnx(other, cached)
+    assert second != first and second.parent == first.parent
+    x = np.random.default_rng(2).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = other(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(export.session(second).run(None, {"input": x})[0], want,
+                               atol=1e-4)
 
 
 @pytest.mark.skipif(not export.openvino_available(), reason="openvino not installed")

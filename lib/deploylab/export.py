@@ -413,8 +413,21 @@ def check_parity(model, onnx_path: str | os.PathLike, parity: ParityConfig | Non
 # -------------------------------------------------------------------------------- export
 
 
+def _weights_digest(module) -> str:
+    """sha256 of every parameter and buffer, so a cached export is reused only for the very
+    same weights (a fine-tuned, pruned or differently trained model of the same class and
+    name gets its own file)."""
+    digest = hashlib.sha256()
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(_torch().uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _default_path(prep: _Prepared, config: ExportConfig) -> Path:
-    key = f"{prep.name}|{prep.attention}|{config.exporter}|{config.opset}|{config.dynamic}"
+    key = (f"{prep.name}|{prep.attention}|{config.exporter}|{config.opset}|{config.dynamic}|"
+           f"{_weights_digest(prep.module)}")
     tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     attn = f"-{prep.attention}" if prep.attention else ""
     return cache_dir("onnx") / f"{prep.name}{attn}-{config.exporter}-{tag}.onnx"
