@@ -16,17 +16,20 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     assert data["suite"] == "serve" and data["smoke"] is True
     assert data["baseline"] == "no-batching" and data["hardware"]["cores"] >= 1
     names = [v["name"] for v in data["variants"]]
-    assert names == ["no-batching", "dynamic-batching", "in-process"]
+    # on a fresh local Ray the replica has its own endpoint, so the proxy's hop is shown too
+    assert data["endpoint"] == "replica (direct ingress)"
+    assert names == ["no-batching", "dynamic-batching", "dynamic-batching-proxy", "in-process"]
     for v in data["variants"]:
         for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_per_s",
                     "size_mb", "errors"):
             assert v[key] is not None and v[key] >= 0, (v["name"], key)
         assert v["latency_ms_p50"] <= v["latency_ms_p90"] <= v["latency_ms_p99"]
         assert 0.9 <= v["quality"]["value"] <= 1.0  # int8 stays close to fp32
-    served = data["variants"][:2]
+    served = data["variants"][:3]
     assert all(v["requests"] > 0 for v in served)
     assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
-    assert served[1]["max_batch_size"] > 1
+    assert served[1]["max_batch_size"] == served[2]["max_batch_size"] > 1
+    assert [v["endpoint"] for v in served] == [data["endpoint"]] * 2 + ["proxy"]
     assert set(data["targets"]) >= {"throughput_vs_no_batching", "p99_vs_no_batching",
                                     "fraction_of_in_process", "errors", "met"}
     assert data["clean_shutdown"] is True

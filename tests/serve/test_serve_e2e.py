@@ -103,6 +103,18 @@ def test_text_inference_over_plain_http(server, client):
     np.testing.assert_allclose(emb.reshape(-1), out["data"], atol=1e-5)
 
 
+def test_each_replica_also_answers_on_its_own_loopback_endpoint(server, client):
+    urls = server.replica_urls()  # Serve's direct ingress: no proxy hop
+    assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
+    assert server.url not in urls
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    for url in urls:
+        with Client(url) as direct:
+            assert direct.ready()
+            np.testing.assert_allclose(direct.infer("lin", {"x": x})["y"], x @ W, rtol=1e-5,
+                                       atol=1e-6)
+
+
 def _batch_stats(text):
     labels = {"model": "text"}
     count = sum(v for lab, v in monitor.samples(text, "deploylab_batch_size_count")
@@ -184,16 +196,24 @@ def test_client_raises_with_the_servers_message(client):
     assert e.value.status == 404 and not e.value.retryable
 
 
-def test_errors_are_counted_by_reason_and_logged_as_json(server, client):
-    errors = {(lab["code"], lab["reason"])
-              for lab, _ in monitor.samples(client.metrics(), "deploylab_errors_total")}
-    assert {("400", "bad_json"), ("413", "body_too_large"),
-            ("404", "unknown_model")} <= errors
-    table = monitor.requests_table(client.metrics())
-    assert set(table["code"]) >= {"200", "400", "404", "413"}
+def _refusals_logged(server) -> bool:
     lines = [json.loads(line) for f in server.log_files() for line in f.read_text().splitlines()
              if line.startswith("{")]
-    assert any("\"event\": \"refused\"" in rec.get("message", "") for rec in lines)
+    return any("\"event\": \"refused\"" in rec.get("message", "") for rec in lines)
+
+
+def test_errors_are_counted_by_reason_and_logged_as_json(server, client):
+    text = _settled_metrics(client)  # the other replica's counts arrive within 0.5 s
+    errors = {(lab["code"], lab["reason"])
+              for lab, _ in monitor.samples(text, "deploylab_errors_total")}
+    assert {("400", "bad_json"), ("413", "body_too_large"),
+            ("404", "unknown_model")} <= errors
+    table = monitor.requests_table(text)
+    assert set(table["code"]) >= {"200", "400", "404", "413"}
+    deadline = time.monotonic() + 10  # log lines are written by a background thread
+    while not _refusals_logged(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _refusals_logged(server)
 
 
 def test_a_replica_killed_under_load_leaves_no_request_unanswered(server, client):
