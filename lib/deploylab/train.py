@@ -159,8 +159,9 @@ class TrainConfig:
         """A named configuration (the bench variants), with fields changed.
 
         Args:
-            name (str): one of `PRESETS`: "fp32", "checkpointing", "bf16-autocast",
-                "checkpointing-bf16", "fp16-amp" (CUDA).
+            name (str): one of `PRESETS`: "fp32", "checkpointing" (every other layer),
+                "checkpointing-every-layer", "bf16-autocast", "checkpointing-bf16",
+                "fp16-amp" (CUDA).
             **changes: fields to override, e.g. `steps=5`.
 
         Returns:
@@ -176,11 +177,20 @@ class TrainConfig:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
 
+# Checkpointing every other layer keeps about half the activations for a sixth more
+# operations: a fixed budget, whatever the sequence length. Every layer (transformers'
+# switch) saves the most and costs a whole extra forward; the attention blocks alone hold
+# most of a layer's activations at long sequences, but their recompute is memory-bound
+# and costs more time than its share of operations on a CPU (chapter 06, section 4).
+EVERY_OTHER_LAYER = ("encoder.layer.*[02468]",)
+
 PRESETS: dict[str, TrainConfig] = {
     "fp32": TrainConfig(),
-    "checkpointing": TrainConfig(checkpointing="transformers"),
+    "checkpointing": TrainConfig(checkpointing="blocks", blocks=EVERY_OTHER_LAYER),
+    "checkpointing-every-layer": TrainConfig(checkpointing="transformers"),
     "bf16-autocast": TrainConfig(precision="bf16"),
-    "checkpointing-bf16": TrainConfig(checkpointing="transformers", precision="bf16"),
+    "checkpointing-bf16": TrainConfig(checkpointing="blocks", blocks=EVERY_OTHER_LAYER,
+                                      precision="bf16"),
     "fp16-amp": TrainConfig(precision="fp16", device="cuda"),
 }
 

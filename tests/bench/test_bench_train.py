@@ -6,7 +6,8 @@ import pytest
 
 from deploylab import bench
 
-VARIANTS = ["fp32", "checkpointing", "bf16-autocast", "checkpointing-bf16"]
+VARIANTS = ["fp32", "checkpointing", "checkpointing-every-layer", "bf16-autocast",
+            "checkpointing-bf16"]
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +42,23 @@ def test_figures_are_consistent(data):
     base = v["fp32"]
     assert base["step_time_vs_baseline"] == base["activation_vs_baseline"] == 1.0
     # exact memory: checkpointing keeps far less; bf16 keeps its weight copies
-    assert v["checkpointing"]["activation_mb"] < 0.6 * base["activation_mb"]
-    assert v["checkpointing-bf16"]["activation_mb"] < 0.6 * v["bf16-autocast"]["activation_mb"]
+    every = v["checkpointing-every-layer"]
+    assert every["activation_mb"] < v["checkpointing"]["activation_mb"] < base["activation_mb"]
+    assert every["checkpointed_modules"] == 6 and every["checkpointed_blocks"] == []
+    assert v["checkpointing"]["checkpointed_blocks"] == ["encoder.layer.*[02468]"]
+    assert v["checkpointing"]["checkpointed_modules"] == 3  # layers 0, 2, 4 of six
+    assert v["checkpointing-bf16"]["activation_mb"] < v["bf16-autocast"]["activation_mb"]
     assert base["weight_copy_mb"] == v["checkpointing"]["weight_copy_mb"] == 0
     assert v["bf16-autocast"]["weight_copy_mb"] > 0
     # checkpointing recomputes exactly: same dropout masks, same losses
-    assert v["checkpointing"]["train_loss_per_step"] == pytest.approx(
-        base["train_loss_per_step"], rel=1e-5)
+    for name in ("checkpointing", "checkpointing-every-layer"):
+        assert v[name]["train_loss_per_step"] == pytest.approx(
+            base["train_loss_per_step"], rel=1e-5)
     t = data["targets"]
     assert t["bf16_native"] == data["bf16_supported"] == t["bf16_speed_target_applies"]
     assert (t["bf16_speed_met"] is None) == (not t["bf16_native"])
     assert t["checkpointing_activation_saving"] == pytest.approx(
         1 - v["checkpointing"]["activation_vs_baseline"])
+    assert t["every_layer_activation_saving"] == pytest.approx(
+        1 - every["activation_vs_baseline"])
     assert t["bf16_loss_met"] == (t["bf16_loss_gap"] <= 0.02)

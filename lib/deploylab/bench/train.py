@@ -7,21 +7,30 @@ import random
 
 from . import BenchResult, Variant
 
-VARIANTS = ("fp32", "checkpointing", "bf16-autocast", "checkpointing-bf16")
+VARIANTS = ("fp32", "checkpointing", "checkpointing-every-layer", "bf16-autocast",
+            "checkpointing-bf16")
 N_CLASSES = 8
 
 
 def _targets(rows: dict, bf16_native: bool) -> dict:
     """The issue's targets, each with its measured figure and whether it was met."""
-    base, ckpt, bf16 = rows["fp32"], rows["checkpointing"], rows["bf16-autocast"]
-    saved = 1 - ckpt["activation_mb"] / base["activation_mb"]
-    slower = ckpt["p50"] / base["p50"] - 1
+    base, bf16 = rows["fp32"], rows["bf16-autocast"]
+
+    def checkpointing(name: str) -> tuple[float, float]:
+        return (1 - rows[name]["activation_mb"] / base["activation_mb"],
+                rows[name]["p50"] / base["p50"] - 1)
+
+    saved, slower = checkpointing("checkpointing")
+    every_saved, every_slower = checkpointing("checkpointing-every-layer")
     speedup = base["p50"] / bf16["p50"]
     loss_gap = abs(bf16["loss"] / base["loss"] - 1)
     return {
         "checkpointing_activation_saving": saved,
         "checkpointing_step_time_increase": slower,
         "checkpointing_met": saved >= 0.40 and slower <= 0.35,
+        # reported beside it: the most saving, for a whole extra forward
+        "every_layer_activation_saving": every_saved,
+        "every_layer_step_time_increase": every_slower,
         "bf16_native": bf16_native,
         "bf16_speedup": speedup,
         # the speed target holds only where the CPU has bf16 instructions (DESIGN.md)
@@ -33,17 +42,21 @@ def _targets(rows: dict, bf16_native: bool) -> dict:
 
 
 def run(smoke: bool = False) -> BenchResult:
-    """Variants `fp32` (baseline), `checkpointing`, `bf16-autocast`, `checkpointing-bf16`.
+    """Variants `fp32` (baseline), `checkpointing`, `checkpointing-every-layer`,
+    `bf16-autocast`, `checkpointing-bf16` (the `train.PRESETS` of the same names).
 
+    `checkpointing` checkpoints every other layer (about half the activations for a sixth
+    more operations); `checkpointing-every-layer` is transformers' switch (the most
+    saving, one extra forward of the whole encoder).
     all-MiniLM-L6-v2 plus a linear head, fine-tuned with AdamW on `tasks.docstring_topics`
-    (8 classes), batch 16 x 128 tokens, 2 threads. The four runs start from the same weights,
+    (8 classes), batch 16 x 128 tokens, 2 threads. The runs start from the same weights,
     see the same batches and the same dropout masks, and take their steps interleaved (one
     step of each, shuffled, per round), so the machine's drift hits all alike.
     latency_ms_p50/p90: optimizer step time without the first (warm-up) step;
     throughput_per_s: training texts per second at p50; activation_mb: bytes saved for
     backward (exact, `train.SavedTensorMeter`); weight_copy_mb: autocast's bf16 weight
     copies, also saved; peak_rss_mb: process high-water mark during the variant's steps
-    (all four models live in the process, so compare differences, not absolutes);
+    (all models live in the process, so compare differences, not absolutes);
     quality: cross-entropy on held-out test texts (fp32, no dropout) after the fixed steps.
     """
     from .. import measure
@@ -100,6 +113,8 @@ def run(smoke: bool = False) -> BenchResult:
                    "train_loss_per_step": [x["loss"] for x in res.records],
                    "step_ms": [x["time_ms"] for x in res.records],
                    "precision": res.config.precision, "checkpointing": res.config.checkpointing,
+                   "checkpointed_blocks": list(res.config.blocks)
+                   if res.config.checkpointing == "blocks" else [],
                    "checkpointed_modules": len(res.checkpointed)}))
     return BenchResult(
         suite="train", smoke=smoke, hardware=measure.fingerprint() | {"threads": threads},
