@@ -64,7 +64,9 @@ def test_has_a_checked_output_cell(nb):
 
 
 def test_ends_with_takeaways_and_exercises(nb):
-    tail = "\n".join(_src(c) for c in nb.cells[-4:] if c.cell_type == "markdown")
+    # exercise/solution pairs (workshop tags) follow the Exercises heading
+    body = [c for c in nb.cells if not {"exercise", "solution"} & set(c.metadata.get("tags", []))]
+    tail = "\n".join(_src(c) for c in body[-4:] if c.cell_type == "markdown")
     assert re.search(r"^#+ .*takeaways", tail, re.I | re.M)
     assert re.search(r"^#+ .*exercises", tail, re.I | re.M)
 
