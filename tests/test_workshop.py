@@ -84,3 +84,50 @@ def test_every_notebook_exports_to_slides(tmp_path):
     for nb in notebooks:
         html = workshop.slides(nb, tmp_path).read_text()
         assert html.count("<section") >= 3, nb.name  # a title slide and at least two more
+
+
+def _reveal_tgz(path):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("package/dist/reveal.js", "package/plugin/notes/notes.js", "package/README.md"):
+            data = b"// " + name.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_reveal_is_fetched_once_and_slides_then_work_offline(lesson, tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setenv("DEPLOYLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DEPLOYLAB_REVEAL_URL", raising=False)
+    tgz = _reveal_tgz(tmp_path / "reveal.tgz")
+    calls = []
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda url, timeout: calls.append(url) or open(tgz, "rb"))
+    assert workshop.local_reveal() is None
+    folder = workshop.fetch_reveal()
+    assert workshop.fetch_reveal() == folder == workshop.local_reveal() and len(calls) == 1
+    assert (folder / "plugin" / "notes" / "notes.js").is_file()
+    assert not (folder / "README.md").exists()  # only what the slides load
+    html = workshop.slides(lesson, tmp_path / "slides").read_text()
+    assert '"reveal.js/dist/reveal.js"' in html
+    assert (tmp_path / "slides" / "reveal.js" / "dist" / "reveal.js").is_file()
+
+
+def test_a_failed_reveal_download_says_what_happens_instead(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setenv("DEPLOYLAB_CACHE", str(tmp_path / "cache"))
+
+    def offline(url, timeout):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(WorkshopError, match="CDN instead"):
+        workshop.fetch_reveal()
+    assert workshop.local_reveal() is None
+    assert list((tmp_path / "cache" / "reveal.js").iterdir()) == []  # nothing half-written

@@ -66,6 +66,12 @@ def _pruned():
     return [prune.minilm_pruned("structured", 0.4), prune.minilm_pruned("unstructured", 0.9)]
 
 
+def _reveal():
+    from . import workshop
+
+    return workshop.fetch_reveal()
+
+
 STEPS = [
     Step("stdlib-docstrings", "the docstring corpus and its labelled tasks", _stdlib),
     Step("digits-cnn", "the digits CNN (quantization, pruning, distillation chapters)", _cnn),
@@ -75,6 +81,8 @@ STEPS = [
          _student),
     Step("minilm-pruned", "MiniLM pruned 40% structured and 90% unstructured (pruning)",
          _pruned),
+    Step("reveal-js", "reveal.js for the slides, so they work without network (downloads)",
+         _reveal),
 ]
 
 

@@ -27,14 +27,17 @@ from pathlib import Path
 from ._files import write_atomic
 from .errors import DeploylabError
 
-__all__ = ["EXERCISE_TAG", "SOLUTION_TAG", "WorkshopError", "exercises", "slide_types",
-           "slides", "student_edition"]
+__all__ = ["EXERCISE_TAG", "SOLUTION_TAG", "WorkshopError", "exercises", "fetch_reveal",
+           "local_reveal", "slide_types", "slides", "student_edition"]
 
 EXERCISE_TAG = "exercise"
 SOLUTION_TAG = "solution"
 _PLACEHOLDER = "# Your answer here (the instructor edition of this notebook has a solution)\n"
-# reveal.js from a local folder when one was fetched (the offline bundle), else its CDN
+# reveal.js: $DEPLOYLAB_REVEAL_URL, else a copy fetched into the cache (`fetch_reveal`, run by
+# `deploylab prefetch`, so the offline bundle carries it), else nbconvert's CDN
 _REVEAL_ENV = "DEPLOYLAB_REVEAL_URL"
+REVEAL_VERSION = "4.0.2"  # the version nbconvert's reveal template is written for
+_REVEAL_TGZ = f"https://registry.npmjs.org/reveal.js/-/reveal.js-{REVEAL_VERSION}.tgz"
 
 
 class WorkshopError(DeploylabError):
@@ -127,6 +130,53 @@ def slide_types(nb) -> list[str]:
     return types
 
 
+def local_reveal() -> Path | None:
+    """The reveal.js copy in the cache (see `fetch_reveal`), or None."""
+    from .settings import cache_dir
+
+    folder = cache_dir("reveal.js") / REVEAL_VERSION
+    return folder if (folder / "dist" / "reveal.js").is_file() else None
+
+
+def fetch_reveal(timeout_s: float = 60.0) -> Path:
+    """Download reveal.js (its `dist/` and `plugin/` folders, about 4 MB) into the cache once,
+    so slides work in a room without network. The only step here that needs the network.
+
+    Returns:
+        Path: the folder.
+
+    Raises:
+        WorkshopError: the download failed (slides then load reveal.js from its CDN).
+    """
+    import shutil
+    import tarfile
+    import tempfile
+    import urllib.request
+
+    from .settings import cache_dir
+
+    if (found := local_reveal()) is not None:
+        return found
+    dest = cache_dir("reveal.js") / REVEAL_VERSION
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tgz = Path(tmp) / "reveal.tgz"
+        try:
+            with urllib.request.urlopen(_REVEAL_TGZ, timeout=timeout_s) as response:
+                tgz.write_bytes(response.read())
+            with tarfile.open(tgz) as archive:
+                wanted = [m for m in archive.getmembers() if m.isfile()  # no source maps
+                          and m.name.startswith(("package/dist/", "package/plugin/"))
+                          and not m.name.endswith(".map")]
+                archive.extractall(tmp, members=wanted, filter="data")
+        except (OSError, tarfile.TarError) as e:
+            raise WorkshopError(f"could not fetch reveal.js {REVEAL_VERSION} from {_REVEAL_TGZ} "
+                                f"({e}); slides load it from its CDN instead, or set "
+                                f"{_REVEAL_ENV} to a local copy") from e
+        shutil.rmtree(dest, ignore_errors=True)  # a half-written earlier attempt
+        os.replace(Path(tmp) / "package", dest)  # whole or not at all
+    return dest
+
+
 def slides(notebook: str | os.PathLike, outdir: str | os.PathLike, *,
            reveal_url: str | None = None) -> Path:
     """Export a notebook to reveal.js slides (one self-contained HTML file, images embedded).
@@ -135,8 +185,9 @@ def slides(notebook: str | os.PathLike, outdir: str | os.PathLike, *,
         notebook (str | PathLike): the notebook.
         outdir (str | PathLike): folder to write `NAME.slides.html` into.
         reveal_url (str | None, default None): where the slides load reveal.js from; default
-            `$DEPLOYLAB_REVEAL_URL` when set (a local copy, for rooms without network), else
-            nbconvert's CDN address.
+            `$DEPLOYLAB_REVEAL_URL` when set, else the cached copy (`fetch_reveal`), copied
+            next to the slides as `reveal.js/` so the folder works offline, else nbconvert's
+            CDN address.
 
     Returns:
         Path: the HTML file.
@@ -148,12 +199,17 @@ def slides(notebook: str | os.PathLike, outdir: str | os.PathLike, *,
     for cell, kind in zip(nb.cells, slide_types(nb), strict=True):
         cell.metadata.setdefault("slideshow", {})["slide_type"] = kind
     exporter = SlidesExporter(embed_images=True)
+    out = Path(outdir) / f"{path.stem}.slides.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
     reveal_url = reveal_url or os.environ.get(_REVEAL_ENV)
+    if not reveal_url and (local := local_reveal()) is not None:
+        import shutil
+
+        shutil.copytree(local, out.parent / "reveal.js", dirs_exist_ok=True)
+        reveal_url = "reveal.js"  # relative: the folder can be copied anywhere
     if reveal_url:
         exporter.reveal_url_prefix = reveal_url
     body, _ = exporter.from_notebook_node(nb)
-    out = Path(outdir) / f"{path.stem}.slides.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(out, body)
 
 
