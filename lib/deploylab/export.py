@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import warnings
 from collections import Counter
@@ -455,8 +456,11 @@ def _export_to(prep: _Prepared, config: ExportConfig, tmp: Path) -> list[str]:
                 dynamic_axes={n: axes for n in [*names, out]} if config.dynamic else None)
         else:
             # by position: torch.export matches dict keys to forward()'s argument names,
-            # which need not be the ONNX input names
+            # which need not be the ONNX input names; the encoder wrapper's forward(*inputs)
+            # is one (variadic) argument, so its shapes nest one level deeper
             shapes = tuple(dict(axes) for _ in names) if config.dynamic else None
+            if shapes is not None and _variadic(prep.module):
+                shapes = (shapes,)
             with contextlib.redirect_stdout(None):  # progress lines of the dynamo exporter
                 torch.onnx.export(prep.module, args, str(tmp), dynamo=True, input_names=names,
                                   output_names=[out], opset_version=config.opset,
@@ -466,6 +470,12 @@ def _export_to(prep: _Prepared, config: ExportConfig, tmp: Path) -> list[str]:
     traced = [f"{w.filename.rsplit('/', 1)[-1]}:{w.lineno}: {str(w.message).splitlines()[0]}"
               for w in caught if w.category.__name__ == "TracerWarning"]
     return list(dict.fromkeys(traced))
+
+
+def _variadic(module) -> bool:
+    """Whether forward() takes only *args (the encoder wrapper)."""
+    params = inspect.signature(module.forward).parameters.values()
+    return [p.kind for p in params] == [inspect.Parameter.VAR_POSITIONAL]
 
 
 def _add_metadata(file: Path, meta: dict) -> None:
