@@ -91,7 +91,8 @@ def _reveal_tgz(path):
     import tarfile
 
     with tarfile.open(path, "w:gz") as tar:
-        for name in ("package/dist/reveal.js", "package/plugin/notes/notes.js", "package/README.md"):
+        for name in ("package/dist/reveal.js", "package/plugin/notes/notes.js",
+                     "package/README.md"):
             data = b"// " + name.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
