@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for d in ("notebooks", "casestudies") for p in (ROOT / d).rglob("*.ipynb")
-                   if not {".ipynb_checkpoints", "drafts"} & set(p.parts))
+                   if ".ipynb_checkpoints" not in p.parts)
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
 
 
@@ -69,6 +69,17 @@ def test_ends_with_takeaways_and_exercises(nb):
     tail = "\n".join(_src(c) for c in body[-4:] if c.cell_type == "markdown")
     assert re.search(r"^#+ .*takeaways", tail, re.I | re.M)
     assert re.search(r"^#+ .*exercises", tail, re.I | re.M)
+
+
+def test_every_exercise_has_a_checked_solution(nb, tmp_path):
+    from deploylab import workshop
+
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    pairs = workshop.exercises(path)
+    assert pairs, "tag the exercises 'exercise' and their worked answers 'solution'"
+    assert all(solution is not None for _, solution in pairs), pairs
+    assert any(nb.cells[s].cell_type == "code" for _, s in pairs), "at least one runs in CI"
 
 
 def test_committed_from_a_full_run(nb):
