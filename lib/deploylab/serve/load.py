@@ -285,7 +285,8 @@ def _batches(text: str, model: str) -> tuple[float, float]:
 
 def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
           settings: Mapping[str, Mapping], concurrencies: Sequence[int] = (16,),
-          duration_s: float = 5.0, warmup_s: float = 1.0, version: str | None = None):
+          duration_s: float = 5.0, warmup_s: float = 1.0, version: str | None = None,
+          url: str | None = None):
     """Closed-loop runs over server settings x concurrency levels, one after another on
     the same server (settings applied with `server.configure`, no restart).
 
@@ -299,6 +300,9 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
         duration_s (float, default 5): each measured run.
         warmup_s (float, default 1): an unmeasured run after each change.
         version (str | None, default None): the model version.
+        url (str | None, default None): where the load goes; None: `server.url` (the
+            proxy). A replica's own endpoint (`server.replica_urls()`) skips the proxy's
+            hop; it changes when replicas are replaced, so keep the replica count fixed.
 
     Returns:
         pandas.DataFrame: one row per (setting, concurrency): throughput_per_s,
@@ -308,14 +312,15 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
     import pandas as pd
 
     client = server.client()
+    target = url or server.url
     rows = []
     for label, config in settings.items():
         server.configure(**config)
         for c in concurrencies:
-            closed_loop(server.url, model, bodies, concurrency=c, duration_s=warmup_s,
+            closed_loop(target, model, bodies, concurrency=c, duration_s=warmup_s,
                         version=version)
             b0, r0 = _batches(client.metrics(), model)
-            res = closed_loop(server.url, model, bodies, concurrency=c,
+            res = closed_loop(target, model, bodies, concurrency=c,
                               duration_s=duration_s, version=version).summary()
             b1, r1 = _batches(client.metrics(), model)
             rows.append({"setting": label, "concurrency": c,
