@@ -115,17 +115,6 @@ def test_each_replica_also_answers_on_its_own_loopback_endpoint(server, client):
                                        atol=1e-6)
 
 
-def test_a_sweep_can_aim_at_a_replica_directly(server):
-    direct = server.replica_urls()[0]
-    as_started = {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}  # leaves the server as is
-    table = load.sweep(server, "text", [load.text_request("open a file")],
-                       settings={"direct": as_started}, concurrencies=[2], duration_s=0.5,
-                       warmup_s=0.2, url=direct)
-    row = table.iloc[0]
-    assert row["setting"] == "direct" and row["concurrency"] == 2 and row["errors"] == 0
-    assert row["throughput_per_s"] > 0 and row["mean_batch_size"] >= 1
-
-
 def _batch_stats(text):
     labels = {"model": "text"}
     count = sum(v for lab, v in monitor.samples(text, "deploylab_batch_size_count")
@@ -241,6 +230,18 @@ def test_a_replica_killed_under_load_leaves_no_request_unanswered(server, client
     assert res.table().query("t_s > 2")["status"].eq(200).any(), "the survivor kept serving"
     with Client(server.url, retries=5, backoff_s=0.2) as patient:
         assert patient.embed("text", ["after the crash"]).shape == (1, 32)
+
+
+def test_a_sweep_can_aim_at_a_replica_directly(server):
+    # after the log and metrics checks: `configure` redeploys, which starts fresh replicas
+    direct = server.replica_urls()[0]
+    as_started = {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}  # leaves the server as is
+    table = load.sweep(server, "text", [load.text_request("open a file")],
+                       settings={"direct": as_started}, concurrencies=[2], duration_s=0.5,
+                       warmup_s=0.2, url=direct)
+    row = table.iloc[0]
+    assert row["setting"] == "direct" and row["concurrency"] == 2 and row["errors"] == 0
+    assert row["throughput_per_s"] > 0 and row["mean_batch_size"] >= 1
 
 
 def test_clean_shutdown_leaves_no_process_or_port(server):
