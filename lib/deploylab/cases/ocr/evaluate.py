@@ -1,0 +1,139 @@
+"""Scoring a pipeline on the generated benchmark: one row per image, a summary, and the
+recognizer alone on the true crops.
+
+Example:
+    >>> ev = evaluate(engine, make_benchmark(32))
+    >>> ev.summary                      # det_f1, word_accuracy, cer, latency p50/p90, ...
+    >>> ev.by("size")                   # the same scores per font size
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Sample
+from .metrics import detection_scores, end_to_end, match, recognition_scores
+
+__all__ = ["Evaluation", "evaluate", "recognition_on_truth"]
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` found.
+
+    Args:
+        samples (list[Sample]): the images scored.
+        results (list[OcrResult]): the pipeline's output per image.
+        summary (dict): det_precision, det_recall, det_f1, word_accuracy, word_precision,
+            cer, line_accuracy (end to end), latency_ms_p50/p90 (per image), ms_per_line,
+            images, lines, words.
+    """
+
+    samples: list
+    results: list
+    summary: dict
+
+    def table(self):
+        """One row per image: its conditions, detection and end-to-end scores, timings."""
+        import pandas as pd
+
+        rows = []
+        for s, r in zip(self.samples, self.results, strict=True):
+            true = [line.quad for line in s.lines]
+            det = detection_scores([list(r.boxes)], [true])
+            e2e = end_to_end([(list(r.boxes), r.texts)],
+                             [(true, [line.text for line in s.lines])])
+            rows.append({**s.meta, "lines": len(s.lines), "words": s.words,
+                         "detected": len(r.boxes), "det_f1": det["f1"],
+                         "det_recall": det["recall"], "word_accuracy": e2e["word_accuracy"],
+                         "cer": e2e["cer"], "total_ms": r.timings.get("total_ms"),
+                         "truth": " | ".join(line.text for line in s.lines),
+                         "predicted": " | ".join(r.texts)})
+        return pd.DataFrame(rows)
+
+    def by(self, column: str, bins=None):
+        """Scores grouped by one condition (e.g. "size", "font", "background"), pooled over
+        the images of each group (words and lines summed before dividing)."""
+        t = self.table()
+        key = t[column] if bins is None else __import__("pandas").cut(t[column].abs(), bins)
+        rows = {}
+        for value, idx in t.groupby(key, observed=True).groups.items():
+            part = [i for i in idx]
+            sub = _scores([self.samples[i] for i in part], [self.results[i] for i in part])
+            rows[value] = {"images": len(part), "det_f1": sub["det_f1"],
+                           "word_accuracy": sub["word_accuracy"], "cer": sub["cer"]}
+        import pandas as pd
+
+        return pd.DataFrame(rows).T.rename_axis(column)
+
+
+def _scores(samples: Sequence[Sample], results: Sequence) -> dict:
+    true = [[line.quad for line in s.lines] for s in samples]
+    det = detection_scores([list(r.boxes) for r in results], true)
+    e2e = end_to_end([(list(r.boxes), r.texts) for r in results],
+                     [(t, [line.text for line in s.lines]) for t, s in zip(true, samples,
+                                                                            strict=True)])
+    return {"det_precision": det["precision"], "det_recall": det["recall"],
+            "det_f1": det["f1"], "word_accuracy": e2e["word_accuracy"],
+            "word_precision": e2e["word_precision"], "cer": e2e["cer"],
+            "line_accuracy": e2e["line_accuracy"], "lines": e2e["lines"],
+            "words": e2e["words"]}
+
+
+def evaluate(engine, samples: Sequence[Sample], *, progress: bool = False) -> Evaluation:
+    """Run a pipeline over benchmark images and score it.
+
+    Args:
+        engine (OcrEngine): the pipeline (anything callable image -> OcrResult).
+        samples (Sequence[Sample]): from `make_benchmark`.
+        progress (bool, default False): a tqdm bar.
+
+    Returns:
+        Evaluation: per-image results and the summary (latency from this one pass: for
+        comparisons between pipelines use the benchmark suite, which interleaves them).
+    """
+    it = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(samples, desc="images", leave=False)
+    results = [engine(s.image) for s in it]
+    summary = _scores(samples, results)
+    ms = np.array([r.timings["total_ms"] for r in results]) if results else np.zeros(1)
+    crops = sum(r.timings["crops"] for r in results)
+    summary.update(latency_ms_p50=float(np.percentile(ms, 50)),
+                   latency_ms_p90=float(np.percentile(ms, 90)),
+                   ms_per_line=float(ms.sum() / crops) if crops else None,
+                   det_ms_mean=float(np.mean([r.timings["det_ms"] for r in results]))
+                   if results else None,
+                   rec_ms_mean=float(np.mean([r.timings["rec_ms"] for r in results]))
+                   if results else None,
+                   images=len(samples))
+    return Evaluation(list(samples), results, summary)
+
+
+def recognition_on_truth(engine, samples: Sequence[Sample], *, batch: int | None = None
+                         ) -> dict:
+    """The recognizer alone, on the true line crops (detection errors excluded).
+
+    Returns:
+        dict: cer, word_accuracy, word_precision, line_accuracy, lines, words, and
+        `predictions`/`truths` (lists of strings).
+    """
+    from .engine import crop_quad, pad_quad
+
+    crops, truths = [], []
+    for s in samples:
+        for line in s.lines:
+            crops.append(crop_quad(s.image, pad_quad(line.quad)))
+            truths.append(line.text)
+    preds = [t for t, _ in engine.recognize(crops, batch)] if crops else []
+    return {**recognition_scores(preds, truths), "predictions": preds, "truths": truths}
+
+
+def matched_pairs(sample: Sample, result) -> list[tuple[int, int, float]]:
+    """Detection matches of one image (predicted index, true index, IoU)."""
+    return match(list(result.boxes), [line.quad for line in sample.lines])
