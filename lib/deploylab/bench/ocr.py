@@ -28,37 +28,21 @@ EVAL_SEED, CALIBRATION_SEED = 0, 1
 THREADS = 2
 
 
-def _timed(engines: dict, images: list) -> dict:
-    """Per-image latency: each round runs every variant once, on the same image (the next
-    one each round), in a shuffled order (`measure.compare`)."""
-    state = dict.fromkeys(engines, 0)
-
-    def call(name):
-        def run():
-            engines[name](images[state[name] % len(images)])
-            state[name] += 1
-        return run
-
-    return {k: call(k) for k in engines}
-
-
 def run(smoke: bool = False) -> BenchResult:
     p = SMOKE if smoke else FULL
     bench = ocr.make_benchmark(p["eval_images"], seed=EVAL_SEED, strength="medium")
     calib = ocr.make_benchmark(p["calibration_images"], seed=CALIBRATION_SEED,
                                strength="medium")
     configs = ocr.variant_configs(calib, threads=THREADS)
+    table, evals, timings = ocr.compare(configs, bench, timing_images=p["timing_images"],
+                                        repeats=p["repeats"], warmup=p["warmup"])
     engines = {k: ocr.OcrEngine(c) for k, c in configs.items()}
-    evals = {k: ocr.evaluate(e, bench) for k, e in engines.items()}
     on_truth = {k: ocr.recognition_on_truth(e, bench) for k, e in engines.items()}
     images = [s.image for s in bench[:p["timing_images"]]]
-    timings = measure.compare(_timed(engines, images), warmup=p["warmup"],
-                              repeats=p["repeats"], max_time_s=240)
     memory = {k: measure.peak_memory(lambda e=e: e(images[0])).peak_mb
               for k, e in engines.items()}
     base = evals["fp32"].summary
     base_ms = timings["fp32"].p50
-    lines_per_image = base["lines"] / max(1, base.get("images", 1))
     variants = []
     for name, ev in evals.items():
         s, t, c = ev.summary, timings[name], configs[name]
@@ -75,7 +59,7 @@ def run(smoke: bool = False) -> BenchResult:
                    "word_precision": s["word_precision"],
                    "rec_cer_on_truth": on_truth[name]["cer"],
                    "rec_word_accuracy_on_truth": on_truth[name]["word_accuracy"],
-                   "latency_ms_per_line_p50": t.p50 / max(lines_per_image, 1e-9),
+                   "latency_ms_per_line_p50": table.loc[name, "ms_per_line"],
                    "det_ms_mean": s["det_ms_mean"], "rec_ms_mean": s["rec_ms_mean"],
                    "det_model": "int8" if "int8" in str(c.det_model) else "fp32",
                    "rec_model": "int8" if "int8" in str(c.rec_model) else "fp32",

@@ -51,7 +51,7 @@ from .engine import (
                    quantize_models,
                    variant_configs,
 )
-from .evaluate import Evaluation, evaluate, recognition_on_truth
+from .evaluate import Evaluation, compare, evaluate, recognition_on_truth
 from .metrics import (
                    cer,
                    detection_scores,
@@ -65,7 +65,8 @@ from .metrics import (
 )
 
 __all__ = [
-    "VARIANTS", "fp16_graph", "gpu_status", "model_size_mb", "pad_quad", "variant_configs",
+    "compare", "VARIANTS", "fp16_graph", "gpu_status", "model_size_mb", "pad_quad",
+    "variant_configs",
     "FONTS", "STRENGTHS", "EmptyImageError", "Evaluation", "ImageError", "ImageTooLargeError",
     "Line", "NotAnImageError", "OcrConfig", "OcrEngine", "OcrError", "OcrResult", "Sample",
     "UnsupportedImageModeError", "calibration_feeds", "cer", "crop_quad", "ctc_decode",

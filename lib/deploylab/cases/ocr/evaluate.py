@@ -17,7 +17,7 @@ import numpy as np
 from .data import Sample
 from .metrics import detection_scores, end_to_end, match, recognition_scores
 
-__all__ = ["Evaluation", "evaluate", "recognition_on_truth"]
+__all__ = ["Evaluation", "compare", "evaluate", "matched_pairs", "recognition_on_truth"]
 
 
 @dataclass
@@ -137,3 +137,62 @@ def recognition_on_truth(engine, samples: Sequence[Sample], *, batch: int | None
 def matched_pairs(sample: Sample, result) -> list[tuple[int, int, float]]:
     """Detection matches of one image (predicted index, true index, IoU)."""
     return match(list(result.boxes), [line.quad for line in sample.lines])
+
+
+def _round_robin(engines: dict, images: list) -> dict:
+    """Zero-argument calls for `measure.compare`: each runs its engine on the next image."""
+    state = dict.fromkeys(engines, 0)
+
+    def call(name):
+        def run():
+            engines[name](images[state[name] % len(images)])
+            state[name] += 1
+        return run
+
+    return {k: call(k) for k in engines}
+
+
+def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
+            repeats: int = 16, warmup: int = 1, baseline: str | None = None,
+            max_time_s: float = 240, progress: bool = False):
+    """Several pipelines on the same images: quality of each, then latency per image timed
+    interleaved (each round runs every pipeline once on the same image, in a shuffled
+    order, so drift of the machine hits them alike).
+
+    Args:
+        configs (dict[str, OcrConfig]): name -> config (e.g. `variant_configs(...)`).
+        samples (Sequence[Sample]): scored images; the first `timing_images` are timed.
+        timing_images, repeats, warmup, max_time_s: the timed rounds (see
+            `measure.compare`).
+        baseline (str | None, default None): the name ratios refer to; the first if None.
+        progress (bool, default False): a bar per pipeline while scoring.
+
+    Returns:
+        tuple[pandas.DataFrame, dict[str, Evaluation], dict[str, measure.Timing]]: one row
+        per pipeline (latency p50/p90 per image and per line, speedup, det and rec ms,
+        detection P/R/F1, word accuracy, CER, size), the evaluations, the timings.
+    """
+    import pandas as pd
+
+    from ... import measure
+    from .engine import OcrEngine, model_size_mb
+
+    engines = {k: OcrEngine(c) for k, c in configs.items()}
+    evals = {k: evaluate(e, samples, progress=progress) for k, e in engines.items()}
+    images = [s.image for s in samples[:timing_images]]
+    timings = measure.compare(_round_robin(engines, images), warmup=warmup, repeats=repeats,
+                              max_time_s=max_time_s)
+    baseline = baseline or next(iter(configs))
+    lines = np.mean([len(s.lines) for s in samples[:timing_images]])
+    rows = []
+    for k, ev in evals.items():
+        s, t = ev.summary, timings[k]
+        rows.append({"variant": k, "latency_ms_p50": t.p50, "latency_ms_p90": t.p90,
+                     "ms_per_line": t.p50 / max(lines, 1e-9),
+                     "speedup": timings[baseline].p50 / t.p50,
+                     "det_ms": s["det_ms_mean"], "rec_ms": s["rec_ms_mean"],
+                     "det_precision": s["det_precision"], "det_recall": s["det_recall"],
+                     "det_f1": s["det_f1"], "word_accuracy": s["word_accuracy"],
+                     "cer": s["cer"], "line_accuracy": s["line_accuracy"],
+                     "size_mb": model_size_mb(configs[k])})
+    return pd.DataFrame(rows).set_index("variant"), evals, timings

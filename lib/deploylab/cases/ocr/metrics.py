@@ -33,6 +33,7 @@ __all__ = [
     "detection_scores",
     "edit_distance",
     "end_to_end",
+    "joined_lines",
     "lcs_length",
     "match",
     "polygon_area",
@@ -237,6 +238,19 @@ def _reading_order(boxes: list[np.ndarray], line: np.ndarray) -> list[int]:
     return sorted(range(len(boxes)), key=lambda k: float(boxes[k].mean(0) @ direction))
 
 
+def joined_lines(boxes: Sequence, texts: Sequence[str], truth_quads: Sequence) -> list[str]:
+    """Per true line of one image, the predicted texts assigned to it, in reading order."""
+    pb = [np.asarray(b, dtype=np.float64).reshape(-1, 2) for b in boxes]
+    tb = [np.asarray(b, dtype=np.float64).reshape(-1, 2) for b in truth_quads]
+    owner = _assign(pb, tb)
+    out = []
+    for j, t in enumerate(tb):
+        mine = [k for k, o in enumerate(owner) if o == j]
+        order = _reading_order([pb[k] for k in mine], t)
+        out.append(" ".join(texts[mine[k]] for k in order))
+    return out
+
+
 def end_to_end(predicted: Sequence[tuple[Sequence, Sequence[str]]],
                truths: Sequence[tuple[Sequence, Sequence[str]]]) -> dict:
     """End-to-end scores of (boxes, texts) per image against the truth's (quads, texts).
@@ -250,15 +264,9 @@ def end_to_end(predicted: Sequence[tuple[Sequence, Sequence[str]]],
         raise ValueError(f"{len(predicted)} predicted images for {len(truths)} true ones")
     joined, true_texts, n_pred = [], [], 0
     for (pboxes, ptexts), (tboxes, ttexts) in zip(predicted, truths, strict=True):
-        pb = [np.asarray(b, dtype=np.float64).reshape(-1, 2) for b in pboxes]
-        tb = [np.asarray(b, dtype=np.float64).reshape(-1, 2) for b in tboxes]
         n_pred += sum(len(_norm(t).split()) for t in ptexts)
-        owner = _assign(pb, tb)
-        for j, t in enumerate(tb):
-            mine = [k for k, o in enumerate(owner) if o == j]
-            order = _reading_order([pb[k] for k in mine], t)
-            joined.append(" ".join(ptexts[mine[k]] for k in order))
-            true_texts.append(ttexts[j])
+        joined += joined_lines(pboxes, ptexts, tboxes)
+        true_texts += list(ttexts)
     scores = recognition_scores(joined, true_texts)
     hit = scores["word_accuracy"] * scores["words"]
     scores["word_precision"] = hit / n_pred if n_pred else 0.0
