@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server():
     spec = serve.ModelSpec("ocr", "1", OcrPipeline(ocr.OcrConfig.fast(rec_batch=4)),
-                           max_batch_size=1)
+                           max_batch_size=4)
     s = serve.start(spec, threads=2, max_body_bytes=4 << 20)
     yield s
     s.stop()
