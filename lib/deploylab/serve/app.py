@@ -161,7 +161,8 @@ class ModelServer:
             model, ver = runner.spec.name, runner.spec.version
             req = parse_request(await self._body(request), runner.inputs, runner.outputs,
                                 max_rows=self.max_rows[runner.spec.key],
-                                max_text_chars=self.settings["max_text_chars"])
+                                max_text_chars=runner.max_text_chars
+                                or self.settings["max_text_chars"])
             out = await self.batchers[runner.spec.key](runner.prepare(req))
             if isinstance(out, Exception):
                 raise out

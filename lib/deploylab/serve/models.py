@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .pipeline import Pipeline
 from .protocol import InferRequest, ProtocolError, TensorSpec
 
 __all__ = ["ModelSpec", "Runner", "text_input_spec"]
@@ -46,8 +48,9 @@ class ModelSpec:
         name (str): the name in URLs (`/v2/models/{name}`); letters, digits, `-`, `_`, `.`.
         version (str, default "1"): the version in URLs (`/versions/{version}`); a request
             without a version gets the highest one.
-        model (str | Path | torch.nn.Module): an .onnx file, or a torch module (for a text
-            model: a transformers encoder; otherwise a module taking the inputs in order).
+        model (str | Path | torch.nn.Module | Pipeline): an .onnx file, a torch module (for
+            a text model: a transformers encoder; otherwise a module taking the inputs in
+            order), or a `Pipeline` (its own inputs, outputs and code).
         tokenizer (str | Path | None, default None): makes this a text model: a registered
             asset name (`"all-MiniLM-L6-v2"`) or a folder with a tokenizer.
         inputs (Sequence[TensorSpec] | None, default None): input metadata; read from the
@@ -60,7 +63,7 @@ class ModelSpec:
         max_batch_size (int, default 16): most rows one model call runs (dynamic batching
             collects requests up to this); also the most rows one request may carry.
         batch_wait_timeout_s (float, default 0.005): how long a batch waits to fill.
-        platform (str): "onnxruntime" or "pytorch", derived from `model`.
+        platform (str): "onnxruntime", "pytorch" or "python" (a pipeline), from `model`.
     """
 
     name: str
@@ -90,14 +93,19 @@ class ModelSpec:
                 raise ValueError(f"model {self.name}: {path} is not an existing .onnx file")
             self.model = str(path.resolve())
             self.platform = "onnxruntime"
+        elif isinstance(self.model, Pipeline):
+            self.platform = "python"
+            if not self.model.inputs or not self.model.outputs:
+                raise ValueError(f"model {self.name}: the pipeline declares no inputs or "
+                                 "outputs (TensorSpec lists)")
         elif _is_torch_module(self.model):
             self.platform = "pytorch"
             if self.tokenizer is None and (self.inputs is None or self.outputs is None):
                 raise ValueError(f"model {self.name}: a torch tensor model needs `inputs` and "
                                  "`outputs` metadata (TensorSpec lists)")
         else:
-            raise ValueError(f"model {self.name}: `model` must be an .onnx path or a torch "
-                             f"module, got {type(self.model).__name__}")
+            raise ValueError(f"model {self.name}: `model` must be an .onnx path, a torch "
+                             f"module or a Pipeline, got {type(self.model).__name__}")
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an int >= 1, got {self.max_batch_size!r}")
         if not 0 <= float(self.batch_wait_timeout_s) <= 10:
@@ -146,7 +154,16 @@ class Runner:
 
     def __init__(self, spec: ModelSpec, threads: int | None = None):
         self.spec = spec
-        self.session = self.module = self.tokenizer = None
+        self.session = self.module = self.tokenizer = self.pipeline = None
+        self.max_text_chars = None
+        if spec.platform == "python":
+            # a copy holds the loaded sessions: the spec itself must stay picklable (Serve
+            # pickles a replica's init arguments again after it started)
+            self.pipeline = copy.copy(spec.model)
+            self.pipeline.load(threads)
+            self.inputs, self.outputs = list(self.pipeline.inputs), list(self.pipeline.outputs)
+            self.max_text_chars = self.pipeline.max_text_chars
+            return
         if threads:
             import torch
 
@@ -216,6 +233,8 @@ class Runner:
         Returns:
             The batch item: a list of token-id lists for text models, else the arrays.
         """
+        if self.pipeline is not None:
+            return self.pipeline.prepare(req)
         if self.tokenizer is None:
             return req.inputs
         texts = req.inputs[self.inputs[0].name].reshape(-1).tolist()
@@ -227,12 +246,19 @@ class Runner:
                                 400, "text_too_long")
         return ids
 
-    @staticmethod
-    def rows(item) -> int:
+    def rows(self, item) -> int:
+        if self.pipeline is not None:
+            return self.pipeline.rows(item)
         return len(item) if isinstance(item, list) else len(next(iter(item.values())))
 
     def run(self, items: list) -> list[dict[str, np.ndarray]]:
         """Run one batch of prepared items; one output dict per item."""
+        if self.pipeline is not None:
+            out = self.pipeline.run(items)
+            if len(out) != len(items):
+                raise RuntimeError(f"pipeline {self.spec.key} answered {len(out)} of "
+                                   f"{len(items)} items")
+            return out
         if self.tokenizer is not None:
             return self._split(self._embed([ids for item in items for ids in item]), items)
         # Tensor models: items whose non-batch dimensions agree run as one call.
