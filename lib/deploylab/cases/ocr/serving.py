@@ -28,7 +28,7 @@ from ...serve.protocol import ProtocolError, TensorSpec
 from .data import MAX_PIXELS, ImageError, ImageTooLargeError, load_image
 from .engine import OcrConfig, OcrEngine
 
-__all__ = ["OcrPipeline", "encode_image"]
+__all__ = ["OcrPipeline", "encode_image", "local_infer"]
 
 
 def encode_image(image) -> str:
@@ -104,3 +104,24 @@ class OcrPipeline(Pipeline):
             out.append({"boxes": r.boxes.astype(np.float32).reshape(-1, 4, 2), "text": text,
                         "scores": r.scores.astype(np.float32)})
         return out
+
+
+def local_infer(pipeline: OcrPipeline, images: list[str]) -> tuple[int, dict]:
+    """What a replica would answer for one request's `image` data, without starting a
+    server: (200, outputs) or (4xx, {"error": message}). For notebooks in smoke mode and for
+    tests; the HTTP path adds only the protocol's parsing and JSON.
+
+    Args:
+        pipeline (OcrPipeline): loaded on first use.
+        images (list[str]): the request's base64 strings.
+    """
+    from ...serve.protocol import InferRequest
+
+    if pipeline.engine is None:
+        pipeline.load()
+    req = InferRequest(None, {"image": np.array(list(images), dtype=object)}, [], len(images))
+    try:
+        item = pipeline.prepare(req)
+    except ProtocolError as e:
+        return e.status, {"error": str(e)}
+    return 200, pipeline.run([item])[0]
