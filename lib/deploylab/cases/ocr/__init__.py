@@ -48,6 +48,7 @@ from .engine import (
                    model_size_mb,
                    optimize_graph,
                    pad_quad,
+                   prefetch,
                    quantize_models,
                    variant_configs,
 )
@@ -65,13 +66,12 @@ from .metrics import (
 )
 
 __all__ = [
-    "compare", "VARIANTS", "fp16_graph", "gpu_status", "model_size_mb", "pad_quad",
-    "variant_configs",
-    "FONTS", "STRENGTHS", "EmptyImageError", "Evaluation", "ImageError", "ImageTooLargeError",
-    "Line", "NotAnImageError", "OcrConfig", "OcrEngine", "OcrError", "OcrResult", "Sample",
-    "UnsupportedImageModeError", "calibration_feeds", "cer", "crop_quad", "ctc_decode",
-    "detection_scores", "edit_distance", "end_to_end", "evaluate", "font_path", "lcs_length",
-    "load_image", "make_benchmark", "make_sample", "match", "model_paths", "optimize_graph",
-    "polygon_area", "polygon_iou", "quantize_models", "recognition_on_truth",
-    "recognition_scores", "vocabulary",
+    "FONTS", "STRENGTHS", "VARIANTS", "EmptyImageError", "Evaluation", "ImageError",
+    "ImageTooLargeError", "Line", "NotAnImageError", "OcrConfig", "OcrEngine", "OcrError",
+    "OcrResult", "Sample", "UnsupportedImageModeError", "calibration_feeds", "cer", "compare",
+    "crop_quad", "ctc_decode", "detection_scores", "edit_distance", "end_to_end", "evaluate",
+    "font_path", "fp16_graph", "gpu_status", "lcs_length", "load_image", "make_benchmark",
+    "make_sample", "match", "model_paths", "model_size_mb", "optimize_graph", "pad_quad",
+    "polygon_area", "polygon_iou", "prefetch", "quantize_models", "recognition_on_truth",
+    "recognition_scores", "variant_configs", "vocabulary",
 ]

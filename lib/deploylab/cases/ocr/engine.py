@@ -64,6 +64,7 @@ __all__ = [
     "model_paths",
     "optimize_graph",
     "pad_quad",
+    "prefetch",
     "quantize_models",
     "rec_inputs",
 ]
@@ -690,3 +691,20 @@ def fp16_graph(src: str | os.PathLike) -> Path:
         finally:
             tmp.unlink(missing_ok=True)
     return out
+
+
+def prefetch() -> list[Path]:
+    """Warm the cache the notebook and the benchmark use: the benchmark images (40 at medium,
+    16 at every strength, 16 calibration images of seed 1), the fused graphs and the int8
+    models calibrated as `deploylab bench ocr` and the notebook's defaults calibrate them.
+
+    Returns:
+        list[Path]: the model files.
+    """
+    from .data import STRENGTHS, make_benchmark
+
+    make_benchmark(40, seed=0, strength="medium")
+    for level in STRENGTHS:
+        make_benchmark(16, seed=0, strength=level)
+    configs = variant_configs(make_benchmark(16, seed=1, strength="medium"))
+    return sorted({Path(p) for c in configs.values() for p in (c.det_model, c.rec_model) if p})
