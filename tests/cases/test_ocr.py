@@ -235,7 +235,7 @@ def test_good_images_in_every_form_load_as_rgb(tmp_path):
 def test_the_serving_pipeline_turns_bad_images_into_4xx():
     import base64
 
-    from deploylab.cases.ocr.serving import OcrPipeline, encode_image
+    from deploylab.cases.ocr.serving import OcrPipeline, encode_image, local_infer
     from deploylab.serve import ProtocolError
     from deploylab.serve.protocol import InferRequest
 
@@ -256,6 +256,7 @@ def test_the_serving_pipeline_turns_bad_images_into_4xx():
     with pytest.raises(ProtocolError, match="one image per request"):
         pipe.prepare(req(good, good))
     assert pipe.prepare(req(good)).shape == (8, 8, 3)
+    assert local_infer(pipe, ["%%%"])[0] == 400 and pipe.engine is None  # refused before loading
 
 
 # ------------------------------------------------------------- real models (slow-ish)
@@ -327,3 +328,5 @@ def test_evaluation_scores_and_groups(engines):
     assert ev.by("background")["images"].sum() == 3
     with pytest.raises(ocr.EmptyImageError):
         engines["int8"](b"")
+    with pytest.raises(ocr.ImageTooLargeError):  # arrays are checked like bytes
+        engines["int8"](np.zeros((12_000, 8, 3), np.uint8))

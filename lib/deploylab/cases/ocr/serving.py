@@ -117,11 +117,11 @@ def local_infer(pipeline: OcrPipeline, images: list[str]) -> tuple[int, dict]:
     """
     from ...serve.protocol import InferRequest
 
-    if pipeline.engine is None:
-        pipeline.load()
     req = InferRequest(None, {"image": np.array(list(images), dtype=object)}, [], len(images))
     try:
         item = pipeline.prepare(req)
     except ProtocolError as e:
         return e.status, {"error": str(e)}
+    if pipeline.engine is None:
+        pipeline.load()
     return 200, pipeline.run([item])[0]
