@@ -66,6 +66,13 @@ def _pruned():
     return [prune.minilm_pruned("structured", 0.4), prune.minilm_pruned("unstructured", 0.9)]
 
 
+def _search():
+    # Like the CLI, prefetch is an entry point: it may call into a case study.
+    from .cases import search
+
+    return search.prefetch()
+
+
 def _reveal():
     from . import workshop
 
@@ -81,6 +88,8 @@ STEPS = [
          _student),
     Step("minilm-pruned", "MiniLM pruned 40% structured and 90% unstructured (pruning)",
          _pruned),
+    Step("search-encoders", "the NLP search case study's encoders and corpus embeddings",
+         _search),
     Step("reveal-js", "reveal.js for the slides, so they work without network (downloads)",
          _reveal),
 ]

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import measure
-from .search import QuerySet, SearchEngine, SearchError, make_index
+from ... import measure
+from .data import QuerySet, SearchError
+from .engine import SearchEngine
+from .indexes import make_index
 
 __all__ = ["measure_pipelines", "recommend", "scaling"]
 
@@ -40,7 +42,7 @@ def measure_pipelines(engines: Mapping[str, SearchEngine], queries: QuerySet, *,
     """
     import pandas as pd
 
-    from ..report.sweep import pareto_front
+    from ...report.sweep import pareto_front
 
     if not engines:
         raise SearchError("measure_pipelines() needs at least one engine")
