@@ -34,8 +34,16 @@ def line_table(evaluation):
     return pd.DataFrame(rows)
 
 
+def _shown(text: str) -> str:
+    """Text as the grid prints it: characters beyond Latin and Greek (the recognizer's CJK
+    guesses) become a visible marker instead of a missing-glyph warning."""
+    return "".join(c if ord(c) < 0x400 else "\u00bf" for c in text)
+
+
 def failure_grid(evaluation, rows, *, ncols: int = 2, title: str | None = None):
-    """Crops of the given lines (rows of `line_table`) with the true and the read text.
+    """Crops of the given lines (rows of `line_table`) with the true and the read text
+    (a read character outside the Latin and Greek alphabets shows as an inverted question
+    mark).
 
     Returns:
         matplotlib.figure.Figure
@@ -54,7 +62,7 @@ def failure_grid(evaluation, rows, *, ncols: int = 2, title: str | None = None):
         crop = crop_quad(s.image, pad_quad(s.lines[int(row["line"])].quad, 0.4))
         ax = axes.flat[k]
         ax.imshow(crop)
-        ax.set_title(f"true: {row['truth']}\nread: {row['read'] or '(not detected)'}",
+        ax.set_title(f"true: {row['truth']}\nread: {_shown(row['read']) or '(not detected)'}",
                      fontsize=7.5, loc="left", family="monospace")
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
