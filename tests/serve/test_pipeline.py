@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from deploylab.serve import ModelSpec, Pipeline, ProtocolError, TensorSpec
+from deploylab.serve import (
+    InferenceError,
+    LocalClient,
+    ModelSpec,
+    Pipeline,
+    ProtocolError,
+    TensorSpec,
+)
 from deploylab.serve.protocol import parse_request
 
 
@@ -69,3 +76,20 @@ def test_a_pipeline_must_declare_inputs_and_answer_every_item():
     runner = ModelSpec("short", "1", Short()).build()
     with pytest.raises(RuntimeError, match="answered 1 of 2"):
         runner.run([["a"], ["b"]])
+
+
+def test_local_client_answers_as_a_replica_would():
+    client = LocalClient([ModelSpec("upper", "1", Upper()), ModelSpec("upper", "2", Upper())])
+    out = client.infer("upper", {"text": ["ab", "c"]})
+    assert out["upper"].tolist() == ["AB", "C"] and out["chars"].tolist() == [2, 1]
+    assert client._runners.keys() == {"upper:2"}, "no version: the highest, loaded lazily"
+    for inputs, status, needle in (({"text": [""]}, 400, "empty text"),
+                                   ({"text": ["x" * 51]}, 400, "over the limit of 50"),
+                                   ({"other": ["a"]}, 400, "unexpected input")):
+        with pytest.raises(InferenceError, match=needle) as e:
+            client.infer("upper", inputs)
+        assert e.value.status == status and not e.value.retryable
+    with pytest.raises(InferenceError, match="unknown model") as e:
+        client.infer("lower", {"text": ["a"]})
+    assert e.value.status == 404
+    assert client.infer("upper", {"text": ["ok"]}, version="1")["upper"].tolist() == ["OK"]

@@ -5,6 +5,7 @@ generators, and the monitoring helpers the chapters use.
 Modules: `protocol` (request validation, datatypes), `models` (`ModelSpec`: what to serve),
 `pipeline` (`Pipeline`: a whole search, OCR or audio pipeline as one servable), `app` (the
 Serve deployment; imports Ray), `server` (`start`/`stop`), `metrics`, `client`,
+`local` (`LocalClient`: a replica's answer in this process, for smoke runs),
 `load` (closed- and open-loop load), `monitor` (reading metrics, A/B agreement, drift).
 Ray, FastAPI and httpx load only when used, so `import deploylab.serve` stays fast.
 
@@ -18,10 +19,12 @@ Example:
 from __future__ import annotations
 
 from .client import Client, InferenceError, build_request, decode_outputs
+from .local import LocalClient
 from .models import ModelSpec
 from .pipeline import Pipeline
 from .protocol import ProtocolError, TensorSpec
 from .server import ServeError, Server, start, stop
 
-__all__ = ["Client", "InferenceError", "ModelSpec", "Pipeline", "ProtocolError", "ServeError",
-           "Server", "TensorSpec", "build_request", "decode_outputs", "start", "stop"]
+__all__ = ["Client", "InferenceError", "LocalClient", "ModelSpec", "Pipeline", "ProtocolError",
+           "ServeError", "Server", "TensorSpec", "build_request", "decode_outputs", "start",
+           "stop"]
