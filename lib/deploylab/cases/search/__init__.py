@@ -47,12 +47,12 @@ from .encoders import (
                    build_encoder,
                    embed_corpus,
 )
-from .engine import Hit, SearchEngine, SearchPipeline, prefetch
+from .engine import Hit, SearchEngine, SearchPipeline, blas_threads, prefetch
 from .indexes import INDEXES, BinaryIndex, ExactIndex, HnswIndex, Int8Index, load_index, make_index
 
 __all__ = ["ENCODERS", "INDEXES", "MAX_QUERY_CHARS", "MODEL", "STUDENT_LAYERS", "STUDENT_STEPS",
            "TUNE_STEPS", "BinaryIndex", "Corpus", "Encoder", "ExactIndex", "Hit", "HnswIndex",
            "Int8Index", "QuerySet", "SearchEngine", "SearchError", "SearchPipeline",
-           "build_encoder", "check_query", "corpus", "embed_corpus", "handwritten_queries",
-           "labelled_queries", "load_index", "make_index", "paraphrase", "prefetch",
-           "rank_metrics"]
+           "blas_threads", "build_encoder", "check_query", "corpus", "embed_corpus",
+           "handwritten_queries", "labelled_queries", "load_index", "make_index", "paraphrase",
+           "prefetch", "rank_metrics"]
