@@ -73,6 +73,12 @@ def _search():
     return search.prefetch()
 
 
+def _ocr():
+    from .cases import ocr
+
+    return ocr.prefetch()
+
+
 def _reveal():
     from . import workshop
 
@@ -90,6 +96,7 @@ STEPS = [
          _pruned),
     Step("search-encoders", "the NLP search case study's encoders and corpus embeddings",
          _search),
+    Step("ocr", "the OCR case study's benchmark images, fused graphs and int8 models", _ocr),
     Step("reveal-js", "reveal.js for the slides, so they work without network (downloads)",
          _reveal),
 ]
