@@ -27,12 +27,25 @@ import numpy as np
 from .pipeline import Pipeline
 from .protocol import InferRequest, ProtocolError, TensorSpec
 
-__all__ = ["ModelSpec", "Runner", "text_input_spec"]
+__all__ = ["ModelSpec", "Runner", "padded_feeds", "text_input_spec"]
 
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
               "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL",
               "tensor(string)": "BYTES"}
+
+
+def padded_feeds(ids: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]:
+    """A BERT-style encoder's inputs for token-id lists of different lengths: ids padded to
+    the longest, the attention mask, and zero token types; each (batch, tokens) int64."""
+    width = max(len(i) for i in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)  # (B, T)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for r, row in enumerate(ids):
+        input_ids[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask,
+            "token_type_ids": np.zeros_like(input_ids)}
 
 
 def text_input_spec(name: str = "text") -> TensorSpec:
@@ -290,14 +303,8 @@ class Runner:
         return {n: r.detach().cpu().numpy() for n, r in zip(names, res, strict=True)}
 
     def _embed(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
-        width = max(len(i) for i in ids)
-        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)  # (B, T)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for r, row in enumerate(ids):
-            input_ids[r, :len(row)] = row
-            mask[r, :len(row)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask,
-                 "token_type_ids": np.zeros_like(input_ids)}
+        feeds = padded_feeds(ids, self.pad_id)
+        mask = feeds["attention_mask"]
         if self.session is not None:
             wanted = {i.name for i in self.session.get_inputs()}
             hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0]

@@ -77,15 +77,9 @@ class Encoder:
         return measure.size_on_disk(self.onnx) if self.onnx else measure.param_bytes(self.model)
 
     def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
-        ids = [e.ids for e in self._fast.encode_batch(texts)]
-        width = max(len(i) for i in ids)
-        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)  # (B, T)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for r, row in enumerate(ids):
-            input_ids[r, :len(row)] = row
-            mask[r, :len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask,
-                "token_type_ids": np.zeros_like(input_ids)}
+        from ...serve.models import padded_feeds
+
+        return padded_feeds([e.ids for e in self._fast.encode_batch(texts)], self.pad_id)
 
     def _hidden(self, feeds: dict) -> np.ndarray:
         if self.session is not None:
