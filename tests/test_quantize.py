@@ -229,3 +229,11 @@ def test_static_int8_and_qat_on_the_digits_cnn(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     low = q.quantize(model, q.QATConfig(data=data, bits=4, epochs=1))
     assert low.path is None and low.info["bits"] == 4
+
+
+def test_the_cpu_preset_follows_the_vnni_flag(monkeypatch):
+    monkeypatch.setattr(q, "has_vnni", lambda: True)
+    assert q.DynamicInt8Config.for_this_cpu().reduce_range is False
+    monkeypatch.setattr(q, "has_vnni", lambda: False)
+    config = q.DynamicInt8Config.for_this_cpu(path="x.onnx")
+    assert config.reduce_range is True and config.per_channel and config.path == "x.onnx"

@@ -149,6 +149,11 @@ class DynamicInt8Config:
         """Preset for CPUs with VNNI/AMX: per-channel, full 8-bit weights."""
         return cls(**{"per_channel": True, "reduce_range": False, **kw})
 
+    @classmethod
+    def for_this_cpu(cls, **kw) -> DynamicInt8Config:
+        """`avx512_vnni()` where this CPU has VNNI or AMX, else `avx2()`."""
+        return cls.avx512_vnni(**kw) if has_vnni() else cls.avx2(**kw)
+
 
 @dataclass
 class StaticInt8Config:

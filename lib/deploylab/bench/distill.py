@@ -36,9 +36,7 @@ def student_int8(student, folder: Path):
     fp32 = export.export_onnx(student, export.ExportConfig(path=folder / "student.onnx"))
     fused = export.optimize_onnx(fp32, num_heads=student.config.num_attention_heads,
                                  hidden_size=student.config.hidden_size)
-    preset = (quantize.DynamicInt8Config.avx512_vnni() if quantize.has_vnni()
-              else quantize.DynamicInt8Config.avx2())
-    return quantize.quantize(fused, preset).path, fp32
+    return quantize.quantize(fused, quantize.DynamicInt8Config.for_this_cpu()).path, fp32
 
 
 def _run(smoke: bool) -> BenchResult:

@@ -17,6 +17,7 @@ index >= 25x smaller than the fp32 index at >= 95% of the baseline's recall@10.
 from __future__ import annotations
 
 from .. import measure
+from ..cases.retrieval_eval import target
 from . import BenchResult, Variant
 
 THREADS = 2
@@ -44,12 +45,6 @@ def _engines(smoke: bool):
                                          vectors=vectors[enc])
                for name, enc, index in VARIANTS}
     return engines, queries, hand, docs
-
-
-def _target(variant: str, **checks) -> dict:
-    from ..cases.retrieval_eval import target
-
-    return target(variant, **checks)
 
 
 def run(smoke: bool = False) -> BenchResult:
@@ -90,9 +85,9 @@ def run(smoke: bool = False) -> BenchResult:
     by = {v.name: v for v in variants}
     s8, b8 = by["student-int8"].extra, by["student-int8-binary-index"].extra
     targets = [
-        _target("student-int8", speedup=(s8["speedup_vs_baseline"], 5.0, "min"),
+        target("student-int8", speedup=(s8["speedup_vs_baseline"], 5.0, "min"),
                 recall_ratio=(s8["quality_vs_baseline"], 0.97, "min")),
-        _target("student-int8-binary-index",
+        target("student-int8-binary-index",
                 index_smaller=(1 / b8["index_vs_baseline"], 25.0, "min"),
                 recall_ratio=(b8["quality_vs_baseline"], 0.95, "min")),
     ]

@@ -132,9 +132,8 @@ def _onnx_int8(model, folder: Path, tag: str, quantization: str) -> Path:
         if quantization == "none":
             built = fused
         else:
-            preset = (q.DynamicInt8Config.avx512_vnni if q.has_vnni()
-                      else q.DynamicInt8Config.avx2)
-            built = q.quantize(fused, preset(path=Path(tmp) / "int8.onnx")).path
+            config = q.DynamicInt8Config.for_this_cpu(path=Path(tmp) / "int8.onnx")
+            built = q.quantize(fused, config).path
         shutil.move(built, target)  # same file system: the finished file appears at once
     return target
 
