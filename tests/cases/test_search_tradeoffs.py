@@ -64,10 +64,14 @@ def test_scaling_reports_every_size_and_index():
     assert (table["recall@10_vs_exact"].between(0, 1)).all()
 
 
-def test_side_by_side_and_search_box(engines):
+def test_side_by_side_and_search_box(engines, capsys):
     pipelines, _ = engines
     table = side_by_side(pipelines, "parse json", k=3)
     assert list(table.columns) == ["exact", "exact score", "binary", "binary score"]
     assert len(table) == 3 and set(table.attrs["latency_ms"]) == {"exact", "binary"}
+    # outside a kernel the widget's output goes to stdout
     box = search_box(pipelines, k=2, value="")  # an empty query shows an error, never raises
-    assert box.children[0].value == ""
+    assert "error: the query is empty" in capsys.readouterr().out
+    box.children[0].value = "parse json"
+    shown = capsys.readouterr().out
+    assert "exact:" in shown and "binary:" in shown and "ms" in shown
