@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_atomic", "to_jsonable"]
+__all__ = ["atomic_path", "write_atomic", "to_jsonable"]
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a hidden temporary file beside `path`, then rename it into place, so a
-    reader (or a crash) never sees a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `path` (same suffix, so writers that read it keep
+    working); it is renamed into place only if the block succeeds, so a reader (or a crash)
+    never sees a half-written file. Side files a writer adds next to it are removed too."""
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return out
+        for extra in out.parent.glob(f".{out.stem}.tmp{os.getpid()}*"):
+            extra.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write text to `path` through `atomic_path`: complete or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def to_jsonable(obj):

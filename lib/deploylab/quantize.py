@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_path
 from .errors import DeploylabError
 
 __all__ = [
@@ -497,23 +498,9 @@ def _write(out: Path, src: Path, make: Callable[[Path], None]) -> Path:
     and notebooks and benchmarks ask for the same files again."""
     if _fresh(out, src):
         return out
-    with _atomic(out) as tmp, _quiet():
+    with atomic_path(out) as tmp, _quiet():
         make(tmp)
     return out
-
-
-@contextlib.contextmanager
-def _atomic(out: Path):
-    """Yield a temporary path beside `out`; move it into place only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for extra in out.parent.glob(f".{out.stem}.tmp{os.getpid()}*"):
-            extra.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

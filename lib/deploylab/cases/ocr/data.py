@@ -504,15 +504,10 @@ def _load_cached(folder: Path, i: int) -> Sample | None:
 def _store(folder: Path, i: int, s: Sample) -> None:
     from PIL import Image
 
-    from ..._files import write_atomic
+    from ..._files import atomic_path, write_atomic
 
-    png = folder / f"{i:05d}.png"
-    tmp = png.with_name(f".{png.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(folder / f"{i:05d}.png") as tmp:
         Image.fromarray(s.image).save(tmp, "PNG")
-        os.replace(tmp, png)
-    finally:
-        tmp.unlink(missing_ok=True)
     write_atomic(folder / f"{i:05d}.json",
                  json.dumps({"lines": [asdict(line) for line in s.lines], "meta": s.meta}))
 

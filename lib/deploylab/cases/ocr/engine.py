@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import assets
+from ..._files import atomic_path
 from ...settings import cache_dir
 from .data import OcrError, Sample, load_image
 
@@ -516,8 +517,7 @@ def optimize_graph(src: str | os.PathLike, dest: str | os.PathLike | None = None
     out = Path(dest) if dest else cache_dir("ocr", "models") / f"{src.stem}.fused.onnx"
     if out.is_file() and out.stat().st_mtime_ns >= src.stat().st_mtime_ns:
         return out
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
-    try:
+    with atomic_path(out) as tmp:
         export.optimize_onnx(src, level="basic", out=tmp)
         model = onnx.load(str(tmp))
         inits = {i.name: i for i in model.graph.initializer}
@@ -537,9 +537,6 @@ def optimize_graph(src: str | os.PathLike, dest: str | os.PathLike | None = None
             model = version_converter.convert_version(model, 13)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -683,12 +680,8 @@ def fp16_graph(src: str | os.PathLike) -> Path:
     out = cache_dir("ocr", "models") / f"{src.stem}.fp16.onnx"
     if not (out.is_file() and out.stat().st_mtime_ns >= src.stat().st_mtime_ns):
         model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-        tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
-        try:
+        with atomic_path(out) as tmp:
             onnx.save(model, str(tmp))
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
     return out
 
 

@@ -221,6 +221,7 @@ def build_encoder(kind: str = "fp32", *, model: str | os.PathLike = MODEL,
 
 def embed_corpus(encoder: Encoder, docs: Corpus, *, progress: bool = False) -> np.ndarray:
     """The corpus's document vectors under `encoder`, cached by encoder and corpus."""
+    from ..._files import atomic_path
     from ...settings import cache_dir
 
     file = cache_dir("search", "embeddings") / f"{encoder.key}-{docs.key}.npy"
@@ -231,11 +232,6 @@ def embed_corpus(encoder: Encoder, docs: Corpus, *, progress: bool = False) -> n
     vecs = encoder.encode([docs.texts[i] for i in order], progress=progress)
     vectors = np.empty_like(vecs)
     vectors[order] = vecs
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    try:  # a reader never sees a half-written cache file
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(file) as tmp:  # a reader never sees a half-written cache file
+        np.save(tmp, vectors)
     return vectors
