@@ -1,20 +1,14 @@
 """The `ocr` suite in smoke mode: the issue's variants, complete figures, targets recorded
 (their values are for the full run on a quiet machine, never asserted here)."""
 
-import json
-
 import pytest
-
-from deploylab import bench
 
 pytestmark = pytest.mark.slow  # loads and quantizes the PP-OCRv4 models
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    res = bench.run("ocr", smoke=True)
-    out = res.write_json(tmp_path_factory.mktemp("bench") / "ocr.json")
-    return json.loads(out.read_text())
+def result(smoke_json):
+    return smoke_json("ocr")
 
 
 def test_variants_and_baseline_are_the_issues(result):

@@ -1,17 +1,11 @@
 """The `prune` suite in smoke mode: every variant, figures consistent, targets recorded."""
 
-import json
-
 import pytest
-
-from deploylab import bench
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    res = bench.run("prune", smoke=True)
-    out = res.write_json(tmp_path_factory.mktemp("bench") / "prune.json")
-    return json.loads(out.read_text())
+def result(smoke_json):
+    return smoke_json("prune")
 
 
 def test_variants_and_baseline_are_the_issues(result):

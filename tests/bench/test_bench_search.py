@@ -1,17 +1,11 @@
 """The `search` suite in smoke mode: the issue's variants, consistent figures, targets."""
 
-import json
-
 import pytest
-
-from deploylab import bench
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    res = bench.run("search", smoke=True)
-    out = res.write_json(tmp_path_factory.mktemp("bench") / "search.json")
-    return json.loads(out.read_text())
+def result(smoke_json):
+    return smoke_json("search")
 
 
 def test_variants_and_baseline_are_the_issues(result):
