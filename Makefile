@@ -13,7 +13,8 @@ OUT    ?= out
 # Kernels from this .venv first, even if the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: setup lab test lint bench lock clean-venv help reports slides student bundle prefetch
+.PHONY: setup lab test lint bench lock clean-venv help reports slides student bundle prefetch \
+        runtimes
 .DEFAULT_GOAL := help
 
 help:
@@ -22,6 +23,7 @@ help:
 	@echo "make bench SUITE=roofline        run a benchmark suite into $(OUT)/SUITE.json"
 	@echo "make reports [SMOKE=1]           every notebook's HTML report into reports/"
 	@echo "make prefetch                    build every dataset and train every model into the cache"
+	@echo "make runtimes [NB=path MODE=both] time notebooks into data/runtimes.json + README"
 	@echo "make bundle [BUNDLE_DIR=...]     offline workshop bundle: wheels, caches, source (+ .tar)"
 	@echo "make lab BUNDLE=path             set up from a bundle, with no network"
 	@echo "make slides                      reveal.js slides of every notebook into build/slides/"
@@ -92,6 +94,13 @@ student: setup
 
 prefetch: setup
 	$(BIN)/deploylab prefetch
+
+# Time notebooks (full + smoke, peak memory) into data/runtimes.json and README's table;
+# NB=path for one, MODE=full|smoke|both. Full runs keep their outputs (what gets committed).
+NB   ?=
+MODE ?= both
+runtimes: prefetch
+	$(BIN)/deploylab runtimes $(NB) --mode $(MODE) --inplace
 
 # prefetch first: the bundle carries a warm cache
 bundle: prefetch

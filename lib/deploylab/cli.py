@@ -1,4 +1,4 @@
-"""The `deploylab` command: `env`, `bench`, `report`, `serve` and `prefetch`.
+"""The `deploylab` command: `env`, `bench`, `report`, `serve`, `prefetch` and `runtimes`.
 
 Errors that come from bad input print one line saying what to do and exit with 2.
 """
@@ -204,6 +204,23 @@ def _prefetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtimes(args: argparse.Namespace) -> int:
+    from . import runtimes
+
+    if args.list:
+        print("\n".join(runtimes.notebooks()))
+        return 0
+    modes = runtimes.MODES if args.mode == "both" else (args.mode,)
+    for nb in [] if args.readme_only else (args.notebooks or runtimes.notebooks()):
+        for mode in modes:
+            t = runtimes.measure(nb, smoke=mode == "smoke", inplace=args.inplace and mode == "full",
+                                 note=args.note)
+            runtimes.record(t)
+            print(f"{t.notebook:48} {mode:5} {t.wall_s:8.1f} s {t.peak_rss_mb:8.0f} MB")
+    print(f"updated {runtimes.update_readme()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("steps", nargs="*", help="only these steps (default: all; see --list)")
     pf.add_argument("--list", action="store_true", help="list the steps")
     pf.set_defaults(func=_prefetch)
+    rt = sub.add_parser("runtimes", help="time notebooks (full and smoke runs, peak memory) into "
+                                         "data/runtimes.json and the README's table")
+    rt.add_argument("notebooks", nargs="*", help="these notebooks (default: every one; --list)")
+    rt.add_argument("--mode", choices=["full", "smoke", "both"], default="both")
+    rt.add_argument("--inplace", action="store_true",
+                    help="keep a full run's outputs in the notebook (what gets committed)")
+    rt.add_argument("--note", default="", help="a remark for the table's note column")
+    rt.add_argument("--readme-only", action="store_true",
+                    help="measure nothing; regenerate the README's table from the JSON")
+    rt.add_argument("--list", action="store_true", help="list the notebooks")
+    rt.set_defaults(func=_runtimes)
     return parser
 
 
