@@ -79,6 +79,12 @@ def _ocr():
     return ocr.prefetch()
 
 
+def _compose():
+    from .cases import compose
+
+    return compose.prefetch()
+
+
 def _reveal():
     from . import workshop
 
@@ -97,6 +103,8 @@ STEPS = [
     Step("search-encoders", "the NLP search case study's encoders and corpus embeddings",
          _search),
     Step("ocr", "the OCR case study's benchmark images, fused graphs and int8 models", _ocr),
+    Step("compose", "the code-completion case study's tokenizer, target and draft models, "
+         "ONNX decoders", _compose),
     Step("reveal-js", "reveal.js for the slides, so they work without network (downloads)",
          _reveal),
 ]

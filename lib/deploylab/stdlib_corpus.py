@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["build_corpus", "iter_docstrings"]
+__all__ = ["build_corpus", "iter_docstrings", "source_files"]
 
 # Folders of the standard library that are tests, tools or GUI demos, not documentation.
 _SKIP_PARTS = {"test", "tests", "idle_test", "idlelib", "site-packages", "dist-packages",
@@ -109,6 +109,17 @@ def _source_modules(stdlib: Path) -> Iterator[tuple[str, Path]]:
         if any(not p.isidentifier() for p in parts):
             continue
         yield ".".join(parts), path
+
+
+def source_files() -> list[tuple[str, Path]]:
+    """The public pure-Python modules of this Python's standard library, sorted by name.
+
+    Returns:
+        list[tuple[str, Path]]: (module name, source file), e.g. ("json.decoder", .../decoder.py);
+        tests, tools and GUI demos are left out as for the docstrings.
+    """
+    stdlib = Path(os.__file__).parent  # the base interpreter's, also inside a venv
+    return sorted(_source_modules(stdlib))
 
 
 def iter_docstrings() -> Iterator[dict]:
