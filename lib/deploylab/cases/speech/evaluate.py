@@ -1,0 +1,97 @@
+"""The case study's comparison: the three variants side by side, and the streaming run.
+
+`compare` scores each ONNX variant on the held-out voices (accuracy, per class and over
+all), times one 1-second clip through each, interleaved after warm-up on one thread (a
+keyword spotter owns one small core), and measures sizes on disk. Latency is the model's:
+the log-mel front end is shared by all three and timed once, separately (`features_ms`).
+`snr_sweep` re-scores on the test clips with noise at other levels.
+
+Example:
+    >>> table, timings = compare(run.paths, ds)
+    >>> stream = streaming_eval(run.paths["student-int8"], ds, seconds=300)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import measure
+from .data import noisy_test_features
+from .features import log_mel
+from .training import accuracy, onnx_logits
+
+__all__ = ["compare", "confusion", "per_class_accuracy", "snr_sweep", "streaming_eval"]
+
+
+def compare(paths: dict, ds, *, repeats: int = 200, warmup: int = 20, threads: int = 1):
+    """(DataFrame indexed by variant, {name: measure.Timing}, features Timing)."""
+    import pandas as pd
+
+    x, y = ds.x_test.numpy(), ds.y_test.numpy()
+    runners = {k: onnx_logits(p, threads) for k, p in paths.items()}
+    clip = x[:1]
+    timings = measure.compare({k: (lambda r=r: r(clip)) for k, r in runners.items()},
+                              warmup=warmup, repeats=repeats)
+    audio = ds.audio_test[0].astype(np.float32) / 32768
+    feats = measure.time_fn(lambda: log_mel(audio), warmup=warmup, repeats=repeats)
+    base = next(iter(paths))
+    rows = {}
+    for k, r in runners.items():
+        rows[k] = {"accuracy": accuracy(r, x, y), "latency_ms_p50": timings[k].p50,
+                   "latency_ms_p90": timings[k].p90,
+                   "speedup_vs_teacher": timings[base].p50 / timings[k].p50,
+                   "size_kb": measure.size_on_disk(paths[k]) / 1024}
+    return pd.DataFrame(rows).T, timings, feats
+
+
+def per_class_accuracy(path, ds):
+    """Accuracy of one variant per class (a Series indexed by label)."""
+    import pandas as pd
+
+    pred = onnx_logits(path)(ds.x_test.numpy()).argmax(1)
+    y = ds.y_test.numpy()
+    return pd.Series({lab: float((pred[y == i] == i).mean()) if (y == i).any() else np.nan
+                      for i, lab in enumerate(ds.labels)}, name="accuracy")
+
+
+def confusion(path, ds) -> np.ndarray:
+    """[true, predicted] counts on the test set."""
+    pred = onnx_logits(path)(ds.x_test.numpy()).argmax(1)
+    n = len(ds.labels)
+    out = np.zeros((n, n), np.int64)
+    np.add.at(out, (ds.y_test.numpy(), pred), 1)
+    return out
+
+
+def snr_sweep(paths: dict, ds, snrs=(0.0, 5.0, 10.0, 20.0, float("inf"))):
+    """Accuracy of each variant (columns) at each noise level (rows, dB; inf = clean)."""
+    import pandas as pd
+
+    y = ds.y_test.numpy()
+    runners = {k: onnx_logits(p) for k, p in paths.items()}
+    rows = {}
+    for snr in snrs:
+        x = noisy_test_features(ds, snr).numpy()
+        rows[snr] = {k: accuracy(r, x, y) for k, r in runners.items()}
+    return pd.DataFrame(rows).T.rename_axis("snr_db")
+
+
+def streaming_eval(path, ds, *, seconds: float = 300.0, seed: int = 0, vad: bool = True,
+                   recording=None, **spotter) -> dict:
+    """Synthesize (or take) a long recording, run the VAD-gated spotter on it, score it.
+
+    Returns:
+        dict: precision, recall, f1, false_alarms_per_hour, rtf, windows run / total,
+        timings, plus "recording" and "result" objects for plots.
+    """
+    from .streaming import StreamingSpotter, make_recording, score
+
+    rec = recording or make_recording(ds.config, seconds, seed=seed)
+    spot = StreamingSpotter(path, ds.labels, vad=vad, **spotter)
+    spot.process(rec.audio[:16000 * 3])  # warm-up: sessions allocate on first run
+    res = spot.process(rec.audio)
+    out = score(res.detections, rec.truth, seconds=rec.seconds)
+    out.update(rtf=res.rtf, audio_seconds=rec.seconds, processing_seconds=res.seconds,
+               windows=res.windows, windows_run=res.windows_run, vad=vad,
+               **{k: v for k, v in res.timings.items()}, recording=rec, result=res)
+    return out

@@ -1,0 +1,248 @@
+"""Speech case study: deterministic synthesis, the speaker-independent split, log-mel against
+an independent reference on a fixture tone, ONNX parity of both models, BN folding, the
+detection score by hand, the VAD on speech vs silence, and clear refusals of bad audio."""
+
+import io
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from deploylab.cases import speech
+from deploylab.cases.speech import synth
+from deploylab.errors import DeploylabError
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return speech.build(speech.SpeechConfig.smoke(), progress=False)
+
+
+# ------------------------------------------------------------------------- synthesis
+
+
+def test_synthesis_is_deterministic_for_a_voice_text_and_parameters():
+    a = synth.Utterance("en-us+f2", rate=150, pitch=40)  # f2 is breathy: it draws rand()
+    b = synth.Utterance("en-gb-scotland+m3", rate=200, pitch=70, amplitude=120)
+    first = synth.synthesize_many([("left", a), ("stop now", b), ("left", a)], workers=2)
+    again = synth.synthesize_many([("stop now", b), ("left", a)], workers=1)
+    assert np.array_equal(first[0], first[2]) and np.array_equal(first[0], again[1])
+    assert np.array_equal(first[1], again[0])
+    assert first[0].dtype == np.float32 and 0.2 < len(first[0]) / synth.SAMPLE_RATE < 1.5
+    faster = synth.synthesize("left", synth.Utterance("en-us+f2", rate=300, pitch=40))
+    assert len(faster) < len(first[0])
+
+
+@pytest.mark.parametrize("kwargs", [{"voice": "xx-yy"}, {"voice": "en-us+nobody"},
+                                    {"voice": "en-us", "rate": 10},
+                                    {"voice": "en-us", "pitch": 101}])
+def test_bad_utterances_are_refused_clearly(kwargs):
+    with pytest.raises(synth.SynthError, match=r"voice|rate|pitch"):
+        synth.Utterance(**kwargs)
+
+
+# ------------------------------------------------------------------------- data
+
+
+def test_no_voice_is_in_both_train_and_test(ds):
+    train = set(ds.voices_train) - {""}
+    test = set(ds.voices_test) - {""}
+    assert train and test and not train & test
+    held = set(ds.config.held_out)
+    assert all(v.split("+")[1] in held for v in test)
+    assert not any(v.split("+")[1] in held for v in train)
+
+
+def test_every_class_is_present_and_the_cache_is_reused(ds):
+    counts = ds.counts()
+    assert list(counts.index) == list(ds.labels) and (counts > 0).all().all()
+    assert ds.x_train.shape[1:] == (1, 40, 98) and len(ds.y_test) == len(ds.audio_test)
+    again = speech.build(speech.SpeechConfig.smoke(), progress=False)
+    assert again.path == ds.path and torch.equal(again.x_test, ds.x_test)
+    other = speech.SpeechConfig.smoke(seed=1)
+    assert speech.data.cache_file(other) != ds.path
+
+
+def test_bad_data_configs_are_refused():
+    with pytest.raises(speech.DataError, match="unknown-class"):
+        speech.SpeechConfig(commands=("yes", "dog"))
+    with pytest.raises(speech.DataError, match="held_out"):
+        speech.SpeechConfig(held_out=("nobody",))
+
+
+def test_augmentations_keep_length_and_hit_the_snr():
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(8000) / 5).astype(np.float32) * 0.5
+    assert len(speech.data.speed(x, 1.1)) == round(8000 / 1.1)
+    assert len(speech.data.fit_clip(x, rng)) == 16000
+    noisy = speech.data.add_noise(x, 10.0, rng, kind="white")
+    snr = 10 * np.log10(np.mean(x ** 2) / np.mean((noisy - x) ** 2))
+    assert abs(snr - 10.0) < 0.5
+    assert speech.data.reverb(x, 0.4, rng).shape == x.shape
+
+
+# ------------------------------------------------------------------------- features
+
+
+def _reference_log_mel(x, sr=16000, n_fft=512, win=400, hop=160, n_mels=40, fmin=20.0,
+                       fmax=7600.0):
+    """The textbook computation, written independently: a DFT by its definition, filters
+    built one by one from the HTK mel formula."""
+    n = np.arange(win)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / win)
+    k = np.arange(n_fft // 2 + 1)
+    dft = np.exp(-2j * np.pi * np.outer(k, np.arange(n_fft)) / n_fft)
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    inv = lambda m: 700 * (10 ** (m / 2595) - 1)  # noqa: E731
+    pts = inv(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+    freqs = k * sr / n_fft
+    bank = np.zeros((n_mels, len(k)))
+    for i in range(n_mels):
+        lo, c, hi = pts[i], pts[i + 1], pts[i + 2]
+        for j, f in enumerate(freqs):
+            if lo < f <= c:
+                bank[i, j] = (f - lo) / (c - lo)
+            elif c < f < hi:
+                bank[i, j] = (hi - f) / (hi - c)
+    frames = 1 + (len(x) - win) // hop
+    out = np.zeros((n_mels, frames))
+    for t in range(frames):
+        seg = np.zeros(n_fft)
+        seg[:win] = x[t * hop:t * hop + win] * window
+        power = np.abs(dft @ seg) ** 2
+        out[:, t] = np.log(bank @ power + 1e-6)
+    return out
+
+
+def test_log_mel_matches_a_reference_computation_on_a_fixture_tone():
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t) + 0.1 * np.sin(2 * np.pi * 250 * t))
+    ours = speech.log_mel(tone.astype(np.float32))
+    ref = _reference_log_mel(tone)
+    assert ours.shape == ref.shape == (40, 98)
+    loud = ref > np.log(1e-3)  # compare where there is energy; float32 vs float64 below
+    assert np.abs(ours[loud] - ref[loud]).max() < 1e-3
+    assert np.abs(ours - ref).max() < 0.05
+    centres = speech.features.mel_to_hz(np.linspace(speech.features.hz_to_mel(20),
+                                                    speech.features.hz_to_mel(7600), 42))[1:-1]
+    assert abs(centres[ours.mean(1).argmax()] - 1000) < 120  # the tone's filter is loudest
+
+
+def test_short_audio_is_refused_by_the_features():
+    with pytest.raises(ValueError, match="at least 400"):
+        speech.log_mel(np.zeros(100, np.float32))
+
+
+# ------------------------------------------------------------------------- models
+
+
+def test_onnx_exports_of_teacher_and_student_match_torch(tmp_path, ds):
+    cfg = speech.TrainConfig.smoke()
+    teacher, student = cfg.teacher(len(ds.labels)).eval(), cfg.student(len(ds.labels)).eval()
+    paths = speech.training.export_models({"t": teacher, "s": student}, tmp_path)
+    assert all(r.ok for r in speech.training.export_models.reports.values())
+    x = ds.x_test[:8]
+    for name, model in (("t", teacher), ("s", speech.fold_batchnorm(student))):
+        got = speech.training.onnx_logits(paths[name])(x.numpy())
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert np.abs(got - want).max() < 1e-4, name
+        assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = speech.DSCNN(12, channels=16, blocks=2)
+    model.train()
+    model(torch.randn(32, 1, 40, 98))  # move the running statistics off their defaults
+    model.eval()
+    x = torch.randn(4, 1, 40, 98)
+    with torch.no_grad():
+        assert torch.allclose(speech.fold_batchnorm(model)(x), model(x), atol=1e-5)
+
+
+def test_bad_training_configs_are_refused():
+    with pytest.raises(speech.TrainingError, match="quant_mode"):
+        speech.TrainConfig(quant_mode="int4")
+    with pytest.raises(speech.TrainingError, match="multiple"):
+        speech.TrainConfig(teacher_hidden=100, teacher_heads=3)
+
+
+# ------------------------------------------------------------------------- streaming
+
+
+def test_detections_are_scored_with_a_time_tolerance():
+    truth = [{"word": "yes", "start": 1.0, "end": 1.4}, {"word": "go", "start": 5.0, "end": 5.3},
+             {"word": "up", "start": 9.0, "end": 9.3}]
+    det = speech.Detection
+    dets = [det("yes", 1.7, 1.5, 1.8, 0.9),   # 0.3 s after the end: a hit
+            det("go", 6.2, 6.0, 6.3, 0.9),    # 0.9 s late: a false alarm, go missed
+            det("up", 9.1, 9.0, 9.2, 0.8), det("up", 9.2, 9.1, 9.3, 0.8)]  # one hit, one extra
+    s = speech.score(dets, truth, seconds=3600.0, tolerance_s=0.5)
+    assert (s["hits"], s["false_alarms"], s["missed"]) == (2, 2, 1)
+    assert s["precision"] == 0.5 and s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert s["false_alarms_per_hour"] == 2.0
+
+
+def test_the_recording_has_truth_inside_it_and_silero_hears_speech(ds):
+    rec = speech.make_recording(ds.config, 20.0, seed=3)
+    assert rec.truth and all(0 <= e["start"] < e["end"] <= rec.seconds for e in rec.events)
+    assert all(a["end"] < b["start"] for a, b in zip(rec.events, rec.events[1:], strict=False))
+    assert {e["word"] for e in rec.truth} <= set(ds.config.commands)
+    vad = speech.SileroVad()
+    word = rec.truth[0]
+    probs = vad.probabilities(rec.audio)
+    chunk = speech.SileroVad.chunk / 16000
+    during = probs[int(word["start"] / chunk):int(word["end"] / chunk) + 1].max()
+    pairs = zip(rec.events, rec.events[1:], strict=False)
+    quiet = [e for e in pairs if e[1]["start"] - e[0]["end"] > 1.2]
+    gap = quiet[0] if quiet else None
+    assert during > 0.5
+    if gap:
+        a, b = int((gap[0]["end"] + 0.4) / chunk), int((gap[1]["start"] - 0.3) / chunk)
+        assert probs[a:b].max() < during
+
+
+# ------------------------------------------------------------------------- bad audio
+
+
+def _wav(x, rate=16000, channels=1, width=2):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(np.zeros(int(x * rate) * channels, dtype=f"<i{width}").tobytes()
+                      if width > 1 else bytes(int(x * rate) * channels))
+    return buf.getvalue()
+
+
+BAD_AUDIO = {
+    "empty": (b"", speech.EmptyAudioError, "no bytes"),
+    "no samples": (_wav(0.0), speech.EmptyAudioError, "no samples"),
+    "too short": (_wav(0.2), speech.AudioTooShortError, "at least"),
+    "other sample rate": (_wav(1.0, rate=8000), speech.SampleRateError, "16000 Hz"),
+    "stereo": (_wav(1.0, channels=2), speech.StereoAudioError, "mono"),
+    "8-bit": (_wav(1.0, width=1), speech.SampleWidthError, "16-bit"),
+    "not audio": (b"hello, I am a text file, not a recording", speech.NotAudioError, "WAV"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_AUDIO))
+def test_bad_audio_gets_a_clear_error(name):
+    data, error, words = BAD_AUDIO[name]
+    with pytest.raises(error, match=words) as info:
+        speech.load_wav(data)
+    assert isinstance(info.value, DeploylabError) and info.value.reason
+
+
+def test_good_audio_round_trips_and_arrays_are_checked():
+    x = (np.sin(np.arange(16000) / 3) * 0.5).astype(np.float32)
+    back = speech.load_wav(speech.encode_wav(x))
+    assert back.shape == x.shape and np.abs(back - x).max() < 1e-4
+    with pytest.raises(speech.StereoAudioError):
+        speech.check_audio(np.zeros((16000, 2)))
+    with pytest.raises(speech.EmptyAudioError):
+        speech.check_audio(np.zeros(0))
