@@ -85,6 +85,12 @@ def _compose():
     return compose.prefetch()
 
 
+def _speech():
+    from .cases import speech
+
+    return speech.prefetch()
+
+
 def _reveal():
     from . import workshop
 
@@ -105,6 +111,8 @@ STEPS = [
     Step("ocr", "the OCR case study's benchmark images, fused graphs and int8 models", _ocr),
     Step("compose", "the code-completion case study's tokenizer, target and draft models, "
          "ONNX decoders", _compose),
+    Step("speech", "the speech case study's synthesized data set, teacher, student and int8 "
+         "student", _speech),
     Step("reveal-js", "reveal.js for the slides, so they work without network (downloads)",
          _reveal),
 ]
