@@ -67,8 +67,8 @@ class TrainConfig:
     teacher_ffn: int = 256
     student_channels: int = 64
     student_blocks: int = 4
-    teacher_epochs: int = 6
-    student_epochs: int = 12
+    teacher_epochs: int = 5
+    student_epochs: int = 10
     qat_epochs: int = 2
     lr_teacher: float = 1e-3
     lr_student: float = 3e-3
