@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for d in ("notebooks", "casestudies") for p in (ROOT / d).rglob("*.ipynb")
-                   if ".ipynb_checkpoints" not in p.parts)
+                   if not {".ipynb_checkpoints", "drafts"} & set(p.parts))
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
 
 
