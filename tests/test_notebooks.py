@@ -72,7 +72,7 @@ def test_ends_with_takeaways_and_exercises(nb):
 
 
 # Chapters whose exercises have no worked solutions committed yet (issue 12): their solutions
-# are written but wait for a full run of the chapter to carry their outputs.
+# are written (notebooks/drafts/) but wait for a full run of the chapter to carry their outputs.
 SOLUTIONS_PENDING = {"01_measuring.ipynb", "02_export_and_runtimes.ipynb",
                      "09_reports_and_sweeps.ipynb"}
 
