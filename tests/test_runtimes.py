@@ -145,3 +145,11 @@ def test_the_command_lists_notebooks_and_refuses_a_bad_path(capsys, tmp_path):
     assert "notebooks/00_welcome.ipynb" in capsys.readouterr().out.splitlines()
     assert main(["runtimes", str(tmp_path / "nope.ipynb"), "--mode", "smoke"]) == 2
     assert "not a notebook" in capsys.readouterr().err
+
+
+def test_a_run_on_a_shared_cpu_is_flagged_in_the_table():
+    busy = _timing()
+    busy.load, busy.shared_cpu = 6.5, True
+    text = runtimes.render({busy.notebook: {"full": busy}})
+    assert "Full run timed on a shared CPU (load 6.5): inflated." in text
+    assert "shared CPU" not in runtimes.render({busy.notebook: {"full": _timing()}})

@@ -75,12 +75,15 @@ class Timing:
     measured: str  # ISO date
     machine: str  # short fingerprint: CPU, cores, instruction set
     note: str = ""
+    load: float | None = None  # mean 1-min load average over the run
+    shared_cpu: bool = False  # load above the core count: other work ran, times are inflated
 
 
 def notebooks(root: Path = ROOT) -> list[str]:
-    """Every chapter and case-study notebook, as paths relative to `root`."""
+    """Every chapter and case-study notebook, as paths relative to `root` (drafts, which wait
+    for their first full run, are not listed)."""
     found = [p for d in ("notebooks", "casestudies") for p in (root / d).rglob("*.ipynb")
-             if ".ipynb_checkpoints" not in p.parts]
+             if not {".ipynb_checkpoints", "drafts"} & set(p.parts)]
     return sorted(str(p.relative_to(root)) for p in found)
 
 
@@ -136,6 +139,7 @@ def measure(notebook: str | os.PathLike, *, smoke: bool, inplace: bool = False,
     env = {k: v for k, v in os.environ.items() if k != "DEPLOYLAB_SMOKE"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **({"DEPLOYLAB_SMOKE": "1"}
                                                                   if smoke else {}))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / path.name
         cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
@@ -148,8 +152,10 @@ def measure(notebook: str | os.PathLike, *, smoke: bool, inplace: bool = False,
         if inplace:
             with atomic_path(path) as dest:
                 shutil.copyfile(out, dest)
+    load = (load_before + os.getloadavg()[0]) / 2
     return Timing(_relative(path, root), "smoke" if smoke else "full", round(wall, 1),
-                  round(rss, 1), dt.date.today().isoformat(), _machine(), note)
+                  round(rss, 1), dt.date.today().isoformat(), _machine(), note, round(load, 1),
+                  load > (os.cpu_count() or 1) + 0.5)
 
 
 def load(path: Path = RUNTIMES_JSON) -> dict[str, dict[str, Timing]]:
@@ -200,14 +206,17 @@ def _plan_lines(table: dict[str, dict[str, Timing]]) -> list[str]:
 
 def render(table: dict[str, dict[str, Timing]], root: Path = ROOT) -> str:
     """The README block: one row per notebook, the machines measured on, the workshop plans."""
-    rows = ["| notebook | full run | smoke run | peak memory (full) | note |",
-            "|---|---|---|---|---|"]
+    rows = ["| notebook | full run | smoke run | peak memory (full) | CPU of the full run | note |",
+            "|---|---|---|---|---|---|"]
     for nb in notebooks(root):
         modes = table.get(nb, {})
         full, smoke = modes.get("full"), modes.get("smoke")
-        note = " ".join(t.note for t in (full, smoke) if t and t.note)
+        note = " ".join([t.note for t in (full, smoke) if t and t.note] + [
+            f"{t.mode.capitalize()} run timed on a shared CPU (load {t.load:.1f}): inflated."
+            for t in (full, smoke) if t and t.shared_cpu])
+        isa = full.machine.rsplit(", ", 1)[-1] if full else ""  # what int8/bf16 gains hinge on
         rows.append(f"| `{nb}` | {_duration(full)} | {_duration(smoke)} | {_memory(full)} | "
-                    f"{note} |")
+                    f"{isa} | {note} |")
     machines = sorted({t.machine for modes in table.values() for t in modes.values()})
     dates = sorted(t.measured for modes in table.values() for t in modes.values())
     where = (f"Measured on {'; '.join(machines)}, {dates[0]} to {dates[-1]}."
