@@ -22,7 +22,7 @@ from ..cases import compose
 from ..cases.retrieval_eval import target
 from . import BenchResult, Variant
 
-FULL = {"sizes": "full", "train": "full", "tasks": 200, "timing_prompts": 6, "repeats": 2,
+FULL = {"sizes": "full", "train": "full", "tasks": 150, "timing_prompts": 6, "repeats": 2,
         "warmup": 1, "windows": 32, "new_tokens": 32, "context_tokens": 192}
 SMOKE = {"sizes": "smoke", "train": "smoke", "tasks": 4, "timing_prompts": 1, "repeats": 1,
          "warmup": 0, "windows": 2, "new_tokens": 8, "context_tokens": 96}
