@@ -19,11 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 
 import numpy as np
 
-from .protocol import InferRequest, TensorSpec
+from .protocol import InferRequest, ProtocolError, TensorSpec
 
 __all__ = ["Pipeline"]
 
@@ -53,6 +55,21 @@ class Pipeline:
             The batch item handed to `run`; by default the request's input arrays.
         """
         return req.inputs
+
+    @staticmethod
+    def one_file(req: InferRequest, name: str, what: str) -> bytes:
+        """The decoded bytes of the single base64 file in input `name` (an image, a recording);
+        a request with several, or with text that is not base64, is refused with a 400."""
+        files = req.inputs[name].reshape(-1)
+        if len(files) != 1:
+            raise ProtocolError(f"send one {what} per request (got {len(files)}); the "
+                                f"response belongs to that one {what}", 400,
+                                f"one_{what.split()[-1]}_per_request")
+        try:
+            return base64.b64decode(files[0], validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(f"input {name!r} must be base64-encoded {what} bytes", 400,
+                                "not_base64") from None
 
     def rows(self, item) -> int:
         """Rows one prepared item counts towards the batch size (default: its first axis)."""

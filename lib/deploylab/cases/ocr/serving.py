@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from typing import ClassVar
 
@@ -73,16 +72,7 @@ class OcrPipeline(Pipeline):
         self.engine = OcrEngine(cfg)
 
     def prepare(self, req):
-        images = req.inputs["image"].reshape(-1)
-        if len(images) != 1:
-            raise ProtocolError(f"send one image per request (got {len(images)}); the "
-                                "response's boxes belong to that one image", 400,
-                                "one_image_per_request")
-        try:
-            data = base64.b64decode(images[0], validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("input 'image' must be base64-encoded image bytes", 400,
-                                "not_base64") from None
+        data = self.one_file(req, "image", "image")
         try:
             return load_image(data, max_pixels=self.max_pixels)
         except ImageTooLargeError as e:

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import binascii
 from pathlib import Path
 from typing import ClassVar
 
@@ -71,16 +70,7 @@ class SpeechPipeline(Pipeline):
                                         **{"threads": threads or 1, **self.options})
 
     def prepare(self, req):
-        clips = req.inputs["audio"].reshape(-1)
-        if len(clips) != 1:
-            raise ProtocolError(f"send one recording per request (got {len(clips)}); the "
-                                "response's times belong to that one recording", 400,
-                                "one_recording_per_request")
-        try:
-            data = base64.b64decode(clips[0], validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("input 'audio' must be base64-encoded WAV bytes", 400,
-                                "not_base64") from None
+        data = self.one_file(req, "audio", "recording")
         try:
             return load_wav(data, max_seconds=self.max_seconds)
         except AudioTooLongError as e:
