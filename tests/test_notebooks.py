@@ -11,9 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from deploylab import runtimes
+
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for d in ("notebooks", "casestudies") for p in (ROOT / d).rglob("*.ipynb")
-                   if not {".ipynb_checkpoints", "drafts"} & set(p.parts))
+NOTEBOOKS = [ROOT / p for p in runtimes.notebooks(ROOT)]  # one list: chapters + case studies
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
 
 
