@@ -29,6 +29,25 @@ def test_compare_interleaves_every_round_and_warms_up():
     assert len({tuple(r) for r in rounds}) > 1  # the order is shuffled between rounds
 
 
+def test_compare_in_blocks_runs_each_variant_back_to_back():
+    calls: list[str] = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "ab"}
+    out = measure.compare(fns, warmup=0, repeats=3, block=4, seed=0)
+    assert all(len(t.samples_ms) == 3 * 4 for t in out.values())
+    # each block is one untimed call plus 4 timed ones, never mixed with the other variant
+    runs = [calls[i:i + 5] for i in range(0, len(calls), 5)]
+    assert len(runs) == 2 * 3 and all(len(set(r)) == 1 for r in runs)
+    assert sorted(r[0] for r in runs) == ["a"] * 3 + ["b"] * 3
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"block": 0}, "block"), ({"block": 2.0}, "block"), ({"settle_s": -1}, "settle_s"),
+])
+def test_compare_rejects_bad_blocks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        measure.compare({"a": lambda: None}, **kwargs)
+
+
 def test_compare_is_deterministic_for_a_seed():
     def order(seed):
         calls: list[str] = []

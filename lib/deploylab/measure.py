@@ -138,9 +138,16 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
 
 def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
             batch_size: int | Mapping[str, int] = 1, seed: int = 0,
-            max_time_s: float | None = None) -> dict[str, Timing]:
-    """Time several variants interleaved: each round calls every variant once, in a
-    shuffled order, so slow drifts of the machine spread evenly over all of them.
+            max_time_s: float | None = None, block: int = 1,
+            settle_s: float = 0.0) -> dict[str, Timing]:
+    """Time several variants interleaved: each round calls every variant once (or `block`
+    times in a row), in a shuffled order, so slow drifts of the machine spread evenly over
+    all of them.
+
+    Blocks are for runtimes whose idle threads spin (ONNX Runtime's default): called one
+    call each, a spinning variant's threads still busy-wait while the next variant runs and
+    steal its cores. In blocks, with `settle_s` of rest after each, every variant runs on
+    quiet cores, as it would when deployed alone.
 
     Args:
         fns (Mapping[str, Callable]): variant name -> zero-argument callable.
@@ -150,11 +157,18 @@ def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats
         seed (int, default 0): seed of the shuffling.
         max_time_s (float | None, default None): stop after the round in which the timed
             calls passed this total (never before 3 rounds), to bound slow variants.
+        block (int, default 1): consecutive calls of a variant per round; each block
+            starts with one untimed call, so a round yields `block` samples per variant.
+        settle_s (float, default 0): pause after each block (spinning threads go idle).
 
     Returns:
         dict[str, Timing]: in the order of `fns`.
     """
     _check_counts(warmup, repeats)
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an int >= 1, got {block!r}")
+    if not isinstance(settle_s, (int, float)) or settle_s < 0:
+        raise ValueError(f"settle_s must be a number >= 0, got {settle_s!r}")
     if not fns:
         raise ValueError("compare() needs at least one variant")
     names = list(fns)
@@ -169,8 +183,13 @@ def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats
         order = names[:]
         rng.shuffle(order)
         for n in order:
-            samples[n].append(_once_ms(fns[n]))
-            spent_ms += samples[n][-1]
+            if block > 1:
+                fns[n]()  # the block's first call wakes this variant's threads: untimed
+            for _ in range(block):
+                samples[n].append(_once_ms(fns[n]))
+                spent_ms += samples[n][-1]
+            if settle_s:
+                time.sleep(settle_s)
         if max_time_s is not None and i >= 2 and spent_ms >= max_time_s * 1e3:
             break
     return {n: Timing(n, samples[n], int(sizes.get(n, 1))) for n in names}
