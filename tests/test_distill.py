@@ -84,6 +84,19 @@ def test_encoder_distillation_loss_decreases(tokenizer, hidden_weight):
     assert result.layer_map == (0, 2) and not student.training
 
 
+def test_task_stage_fine_tunes_on_the_train_pairs_after_distilling(tokenizer):
+    teacher = tiny_bert(4)
+    student = distill.student_from_teacher(teacher, (0, 2))
+    config = distill.EncoderDistillConfig.quick(steps=3, task_steps=40, lr=3e-3)
+    result = distill.distill(student, teacher, config, tokenizer=tokenizer)
+    assert [h["stage"] for h in result.history] == ["distill"] * 3 + ["task"] * 40
+    assert [h["step"] for h in result.history] == list(range(1, 44))
+    seconds = [h["seconds"] for h in result.history]
+    assert seconds == sorted(seconds)  # one clock over both stages
+    task = [h["loss"] for h in result.history[3:]]
+    assert np.mean(task[-5:]) < np.mean(task[:5])  # in-batch negatives: it learns the task
+
+
 def test_classifier_distillation_with_temperature():
     data = cnn.load_digits_split(seed=0)
     deploylab.seed_everything(0)
@@ -107,6 +120,11 @@ def test_bad_classifier_settings_are_refused(bad):
 def test_bad_encoder_settings_are_refused(tokenizer):
     with pytest.raises(distill.DistillError, match="steps"):
         distill.EncoderDistillConfig(steps=0)
+    with pytest.raises(distill.DistillError, match="task_steps"):
+        distill.EncoderDistillConfig(task_steps=-1)
+    with pytest.raises(distill.DistillError, match="data=None"):
+        distill.distill(tiny_bert(1), tiny_bert(2), distill.EncoderDistillConfig.quick(
+            task_steps=2), data=TEXTS, tokenizer=tokenizer)
     with pytest.raises(distill.DistillError, match="layer_map"):
         distill.distill(tiny_bert(2), tiny_bert(4),
                         distill.EncoderDistillConfig.quick(layer_map=(0, 9), hidden_weight=1.0),

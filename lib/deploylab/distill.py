@@ -78,6 +78,10 @@ class EncoderDistillConfig:
         layer_map (tuple[int, ...] | None, default None): for each student layer, the teacher
             layer whose output it imitates; None uses the layers the student was initialized
             from (`student_from_teacher` records them), else evenly spaced ones.
+        task_steps (int, default 0): after distilling, this many steps of fine-tuning on the
+            stdlib task's *train* pairs (query -> docstring, in-batch negatives): the task
+            stage of task-specific distillation (TinyBERT's second stage). 0 keeps the
+            student task-agnostic, a copy of the teacher's general embedding space.
         seed (int, default 0): data order.
         progress (bool, default True): a tqdm bar.
     """
@@ -88,12 +92,15 @@ class EncoderDistillConfig:
     max_length: int = 64
     hidden_weight: float = 0.0
     layer_map: tuple[int, ...] | None = None
+    task_steps: int = 0
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_length"):
             _positive_int(name, getattr(self, name))
+        if not isinstance(self.task_steps, int) or self.task_steps < 0:
+            raise DistillError(f"task_steps must be an int >= 0, got {self.task_steps!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise DistillError(f"lr must be > 0, got {self.lr!r}")
         if not (isinstance(self.hidden_weight, (int, float)) and self.hidden_weight >= 0):
@@ -316,6 +323,9 @@ def _distill_encoder(student, teacher, config: EncoderDistillConfig, data, token
                            "teacher; use ClassifierDistillConfig for classifiers")
     if tokenizer is None:
         raise DistillError("encoder distillation needs the tokenizer: distill(..., tokenizer=)")
+    if config.task_steps and data is not None:
+        raise DistillError("task_steps fine-tunes on the stdlib task's train pairs, which go "
+                           "with its texts: pass data=None, or task_steps=0 with your texts")
     if data is None:
         from .prune import encoder_training_data
 
@@ -341,6 +351,18 @@ def _distill_encoder(student, teacher, config: EncoderDistillConfig, data, token
                               targets=targets, hidden_weight=config.hidden_weight,
                               layer_map=lm, seed=config.seed, progress=config.progress,
                               desc="distilling")
+    if config.task_steps:
+        from .prune import encoder_training_data
+
+        pairs = encoder_training_data(seed=config.seed)[1]
+        task = fit.fit_encoder(student, tokenizer, steps=config.task_steps,
+                               batch_size=config.batch_size, lr=config.lr,
+                               max_length=config.max_length, pairs=pairs, seed=config.seed,
+                               progress=config.progress, desc="task stage")
+        done = history[-1]["seconds"] if history else 0.0
+        history = [{**h, "stage": "distill"} for h in history] + [
+            {**h, "step": h["step"] + config.steps, "seconds": h["seconds"] + done,
+             "stage": "task"} for h in task]
     return DistillResult(history, time.perf_counter() - start, config, lm)
 
 
