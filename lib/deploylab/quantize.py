@@ -352,12 +352,15 @@ class Quantized:
         """Size relative to the float model (0.26 means 26% of it)."""
         return self.size_bytes / self.float_size_bytes if self.float_size_bytes else None
 
-    def runner(self, threads: int | None = None) -> Callable[[dict], np.ndarray]:
-        """A callable feeds (name -> array) -> first output as a float32 array."""
+    def runner(self, threads: int | None = None, *,
+               spinning: bool = False) -> Callable[[dict], np.ndarray]:
+        """A callable feeds (name -> array) -> first output as a float32 array; `spinning`
+        lets an ONNX Runtime session's idle threads busy-wait (faster calls on cores of
+        its own, see `export.session`)."""
         if self.path is not None:
             from .export import session
 
-            sess = session(self.path, threads=threads)
+            sess = session(self.path, threads=threads, spinning=spinning)
             names = {i.name for i in sess.get_inputs()}
             return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
         return _torch_runner(self.module, self.kind, threads)

@@ -15,6 +15,12 @@ from . import Variant
 
 MODEL = "all-MiniLM-L6-v2"
 SLOW_MS = 400.0  # a first call slower than this is timed alone, within a budget
+# ONNX Runtime sessions here spin (its default): each variant is timed in blocks of BLOCK
+# calls with SETTLE_S of rest after, so no variant's spinning threads steal another's cores.
+BLOCK, SETTLE_S = 10, 0.1  # ORT threads spin ~50 ms after a call
+TIMING = (f"interleaved rounds; each variant {BLOCK} calls in a row per round (one untimed "
+          f"first), {SETTLE_S * 1e3:.0f} ms rest between; ONNX Runtime threads spin, as by "
+          "default")
 
 
 @dataclass
@@ -71,10 +77,11 @@ def torch_runner(model, *, autocast: bool = False) -> Callable[[dict], np.ndarra
 
 
 def time_all(calls: dict[str, Callable[[], object]], *, repeats: int, max_time_s: float,
-             batch: int = 1) -> tuple[dict[str, measure.Timing], set[str]]:
-    """Fast variants interleaved in one `measure.compare`; a variant whose first call is
-    slower than SLOW_MS (bf16 without hardware support, torch int8 without fast kernels)
-    is timed alone within `max_time_s` so it cannot dominate the shared rounds.
+             batch: int = 1, block: int = BLOCK) -> tuple[dict[str, measure.Timing], set[str]]:
+    """Fast variants interleaved in one `measure.compare`, `repeats` rounds of `block`
+    calls each (see BLOCK); a variant whose first call is slower than SLOW_MS (bf16
+    without hardware support, torch int8 without fast kernels) is timed alone within
+    `max_time_s` so it cannot dominate the shared rounds.
 
     Returns:
         (timings, names timed alone)
@@ -83,7 +90,9 @@ def time_all(calls: dict[str, Callable[[], object]], *, repeats: int, max_time_s
         fn()
     first = {k: measure._once_ms(fn) for k, fn in calls.items()}
     fast = {k: fn for k, fn in calls.items() if first[k] < SLOW_MS}
-    timings = measure.compare(fast, warmup=2, repeats=repeats, batch_size=batch) if fast else {}
+    timings = measure.compare(fast, warmup=2, repeats=repeats, batch_size=batch, block=block,
+                              settle_s=SETTLE_S if block > 1 else 0.0,
+                              max_time_s=max_time_s) if fast else {}
     alone = set(calls) - set(fast)
     for k in alone:
         timings[k] = measure.time_fn(calls[k], warmup=0, repeats=repeats, name=k,

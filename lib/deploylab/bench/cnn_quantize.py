@@ -37,7 +37,8 @@ def run(smoke: bool = False) -> BenchResult:
         threads)) for k, r in results.items()}
     feed = {"input": data.x_test[:batch].numpy()}
     timings, alone = inf.time_all({k: (lambda r=r: r(feed)) for k, r in runners.items()},
-                                  repeats=20 if smoke else 200, max_time_s=5, batch=batch)
+                                  repeats=20 if smoke else 200, max_time_s=5, batch=batch,
+                                  block=1)  # one thread: nothing spins
     base = timings["torch-fp32"].p50
     variants = []
     for name in VARIANTS:

@@ -27,7 +27,7 @@ def _runners(setup: inf.Setup, smoke: bool) -> tuple[dict, dict, dict]:
     _, eager = assets.load_encoder(inf.MODEL, attn_implementation="eager")
     fused = export.optimize_onnx(export.export_onnx(eager, export.ExportConfig(overwrite=False)))
     for name, path in (("ort-fp32-unfused", unfused), ("ort-fp32", fused)):
-        sess = export.session(path, threads=setup.threads)
+        sess = export.session(path, threads=setup.threads, spinning=True)
         runners[name] = lambda feeds, s=sess: s.run(None, feeds)[0]
         sizes[name] = path.stat().st_size
     if export.openvino_available():
@@ -80,7 +80,8 @@ def run(smoke: bool = False) -> BenchResult:
     fixed = [f for f in _padded(setup)][:2]
     feed = setup.timing_feed
     timings, alone = inf.time_all({k: (lambda r=r: r(feed)) for k, r in runners.items()},
-                                  repeats=5 if smoke else 30, max_time_s=3 if smoke else 20)
+                                  repeats=2 if smoke else 8, block=2 if smoke else inf.BLOCK,
+                                  max_time_s=3 if smoke else 30)
     base = timings["torch-fp32"].p50
     variants = []
     for name in VARIANTS:
@@ -106,6 +107,7 @@ def run(smoke: bool = False) -> BenchResult:
         variants=variants,
         extra={"model": inf.MODEL, "batch_size": setup.batch, "sequence_length": setup.seq,
                "threads": setup.threads, "quality_sentences": setup.sentences,
+               "timing": inf.TIMING,
                "targets": [inf.target("ort-fp32", "speedup_vs_baseline", ">=", 1.25,
                                       ort.extra.get("speedup_vs_baseline"))],
                "ops_unfused_runtime": meta["unfused_ops"], "ops_fused": meta["fused_ops"]})
