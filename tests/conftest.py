@@ -59,5 +59,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.notebook)
 
 
+# DEPLOYLAB_RECORD_SMOKE_RUNTIMES=1 .ci/run: each notebook's smoke run under nbval (kernel
+# start and a cold cache included) goes into data/runtimes.json as its "smoke" time, so the
+# README's run-time table gets its smoke column from the same run that validates it.
+_nb_runs: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    if not os.environ.get("DEPLOYLAB_RECORD_SMOKE_RUNTIMES") or not path.endswith(".ipynb"):
+        return
+    run = _nb_runs.setdefault(path, {"seconds": 0.0, "failed": False,
+                                     "load": [os.getloadavg()[0]]})
+    run["seconds"] += report.duration
+    run["failed"] |= report.failed
+    if report.when == "teardown":
+        run["load"].append(os.getloadavg()[0])
+
+
+def _record_smoke_runtimes() -> None:
+    from deploylab import runtimes
+
+    for path, run in _nb_runs.items():
+        if not run["failed"] and Path(path).is_file():
+            runtimes.record_test_run(path, run["seconds"], run["load"])
+    runtimes.update_readme()
+
+
 def pytest_sessionfinish(session, exitstatus):
     _log.unlink(missing_ok=True)
+    if _nb_runs:
+        _record_smoke_runtimes()

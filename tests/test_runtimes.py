@@ -153,3 +153,17 @@ def test_a_run_on_a_shared_cpu_is_flagged_in_the_table():
     text = runtimes.render({busy.notebook: {"full": busy}})
     assert "Full run timed on a shared CPU (load 6.5): inflated." in text
     assert "shared CPU" not in runtimes.render({busy.notebook: {"full": _timing()}})
+
+
+def test_a_smoke_run_timed_by_the_test_suite_keeps_the_full_run(tmp_path):
+    path = tmp_path / "runtimes.json"
+    runtimes.record(_timing(wall=90.0), path)
+    quiet = runtimes.record_test_run("notebooks/00_welcome.ipynb", 12.345, [0.5, 1.5], path)
+    assert (quiet.mode, quiet.wall_s, quiet.load, quiet.shared_cpu) == ("smoke", 12.3, 1.0,
+                                                                        False)
+    busy = runtimes.record_test_run("notebooks/03_quantization.ipynb", 30, [50.0], path)
+    assert busy.shared_cpu  # a load far above any core count: flagged as inflated
+    table = runtimes.load(path)
+    assert table["notebooks/00_welcome.ipynb"]["full"].wall_s == 90.0
+    assert table["notebooks/00_welcome.ipynb"]["smoke"].peak_rss_mb is None
+    assert "| 12 s |" in runtimes.render(table)

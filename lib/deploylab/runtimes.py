@@ -179,6 +179,18 @@ def record(timing: Timing, path: Path = RUNTIMES_JSON) -> Path:
     return write_atomic(path, json.dumps(raw, indent=1) + "\n")
 
 
+def record_test_run(notebook: str, seconds: float, loads: list[float],
+                    path: Path = RUNTIMES_JSON) -> Timing:
+    """Store a smoke run timed by the test suite (nbval; see tests/conftest.py) as the
+    notebook's smoke time. `loads`: 1-min load averages sampled during the run."""
+    load = sum(loads) / len(loads) if loads else os.getloadavg()[0]
+    timing = Timing(notebook, "smoke", round(float(seconds), 1), None,
+                    dt.date.today().isoformat(), _machine(), "", round(load, 1),
+                    load > (os.cpu_count() or 1) + 0.5)
+    record(timing, path)
+    return timing
+
+
 def _duration(t: Timing | None) -> str:
     if t is None:
         return "not measured"
