@@ -100,6 +100,8 @@ class OcrConfig:
         threads (int | None, default None): intra-op threads of both sessions; None with
             `default_session` lets ONNX Runtime choose (one per core), else 2.
         optimization (str, default "all"): ORT graph optimization level at load time.
+        spinning (bool, default False): idle ORT threads busy-wait (ORT's own default, and
+            the shipped baseline's): faster on cores of its own, costly beside a server.
         default_session (bool, default False): plain `ort.InferenceSession(path)` with all
             of ONNX Runtime's defaults (the baseline), instead of `deploylab.export.session`.
         providers (tuple[str, ...] | None, default None): execution providers (CUDA,
@@ -116,6 +118,7 @@ class OcrConfig:
     rec_tolerance: float = 0.15
     threads: int | None = None
     optimization: str = "all"
+    spinning: bool = False
     default_session: bool = False
     providers: tuple[str, ...] | None = None
     det_thresh: float = 0.3
@@ -310,7 +313,8 @@ def _make_session(path: Path, config: OcrConfig):
         opts.log_severity_level = 3
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return export.session(path, threads=config.threads or 2, optimization=config.optimization,
-                          providers=list(config.providers) if config.providers else None)
+                          providers=list(config.providers) if config.providers else None,
+                          spinning=config.spinning)
 
 
 class OcrEngine:
@@ -622,12 +626,14 @@ VARIANTS = ("fp32", "fp32-optimized", "int8", "int8-batched")
 
 def variant_configs(calibration_samples: Sequence[Sample], *, det_side: int = 736,
                     det_limit: str = "min", rec_batch: int = 4,
-                    quantize: Sequence[str] = ("det", "rec"), threads: int = 2
-                    ) -> dict[str, OcrConfig]:
+                    quantize: Sequence[str] = ("det", "rec"), threads: int = 2,
+                    spinning: bool = False) -> dict[str, OcrConfig]:
     """The four pipelines the case study compares, as configs.
 
     - `fp32`: the shipped models in a default `ort.InferenceSession`, one crop per call;
-    - `fp32-optimized`: the fused graphs (`optimize_graph`), explicit threads, no spinning;
+    - `fp32-optimized`: the fused graphs (`optimize_graph`), explicit threads, no spinning
+      (what a pipeline sharing cores with a server wants; `spinning=True` lets the threads
+      busy-wait like the baseline's, faster on cores of their own);
     - `int8`: static int8 of the models named in `quantize` (calibrated on
       `calibration_samples`), the others fused fp32;
     - `int8-batched`: the same, crops batched by width (`rec_batch`).
@@ -646,10 +652,11 @@ def variant_configs(calibration_samples: Sequence[Sample], *, det_side: int = 73
         feeds = calibration_feeds(calibration_samples, OcrConfig(**res))
         q = quantize_models(fdet, frec, feeds, which=tuple(quantize))
     int8 = {"det_model": q.get("det", fdet), "rec_model": q.get("rec", frec)}
+    own = {"threads": threads, "spinning": spinning, **res}
     return {"fp32": OcrConfig.shipped(**res),
-            "fp32-optimized": OcrConfig(threads=threads, det_model=fdet, rec_model=frec, **res),
-            "int8": OcrConfig(threads=threads, **int8, **res),
-            "int8-batched": OcrConfig(threads=threads, rec_batch=rec_batch, **int8, **res)}
+            "fp32-optimized": OcrConfig(det_model=fdet, rec_model=frec, **own),
+            "int8": OcrConfig(**int8, **own),
+            "int8-batched": OcrConfig(rec_batch=rec_batch, **int8, **own)}
 
 
 def model_size_mb(config: OcrConfig) -> float:

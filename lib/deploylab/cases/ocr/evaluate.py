@@ -154,16 +154,17 @@ def _round_robin(engines: dict, images: list) -> dict:
 
 def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
             repeats: int = 16, warmup: int = 1, baseline: str | None = None,
-            max_time_s: float = 240, progress: bool = False):
+            max_time_s: float = 240, progress: bool = False, block: int = 4):
     """Several pipelines on the same images: quality of each, then latency per image timed
-    interleaved (each round runs every pipeline once on the same image, in a shuffled
-    order, so drift of the machine hits them alike).
+    interleaved (each round runs every pipeline on `block` images in a row, in a shuffled
+    order, so drift of the machine hits them alike; blocks with a rest after each keep a
+    spinning session's threads off the next pipeline's cores).
 
     Args:
         configs (dict[str, OcrConfig]): name -> config (e.g. `variant_configs(...)`).
         samples (Sequence[Sample]): scored images; the first `timing_images` are timed.
-        timing_images, repeats, warmup, max_time_s: the timed rounds (see
-            `measure.compare`).
+        timing_images, repeats, warmup, max_time_s, block: the timed rounds (see
+            `measure.compare`); each pipeline gets repeats x block timed images.
         baseline (str | None, default None): the name ratios refer to; the first if None.
         progress (bool, default False): a bar per pipeline while scoring.
 
@@ -181,7 +182,8 @@ def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
     evals = {k: evaluate(e, samples, progress=progress) for k, e in engines.items()}
     images = [s.image for s in samples[:timing_images]]
     timings = measure.compare(_round_robin(engines, images), warmup=warmup, repeats=repeats,
-                              max_time_s=max_time_s)
+                              max_time_s=max_time_s, block=block,
+                              settle_s=0.1 if block > 1 else 0.0)
     baseline = baseline or next(iter(configs))
     lines = np.mean([len(s.lines) for s in samples[:timing_images]])
     rows = []
