@@ -5,7 +5,7 @@ stalling the interleaved rounds of the fast ones."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,15 +77,21 @@ def torch_runner(model, *, autocast: bool = False) -> Callable[[dict], np.ndarra
 
 
 def time_all(calls: dict[str, Callable[[], object]], *, repeats: int, max_time_s: float,
-             batch: int = 1, block: int = BLOCK) -> tuple[dict[str, measure.Timing], set[str]]:
+             batch: int = 1, block: int = BLOCK, apart: Sequence[str] = ()
+             ) -> tuple[dict[str, measure.Timing], set[str]]:
     """Fast variants interleaved in one `measure.compare`, `repeats` rounds of `block`
     calls each (see BLOCK); a variant whose first call is slower than SLOW_MS (bf16
     without hardware support, torch int8 without fast kernels) is timed alone within
-    `max_time_s` so it cannot dominate the shared rounds.
+    `max_time_s` so it cannot dominate the shared rounds. Variants named in `apart` are not
+    called at all until the shared rounds are over, then timed alone: torch's bf16
+    autocast slows the torch fp32 calls after it by ~25% on this machine, which would
+    flatter every ratio to an fp32 baseline.
 
     Returns:
         (timings, names timed alone)
     """
+    later = {k: calls[k] for k in apart if k in calls}
+    calls = {k: fn for k, fn in calls.items() if k not in later}
     for fn in calls.values():  # first calls pay for lazy initialisation: not a measurement
         fn()
     first = {k: measure._once_ms(fn) for k, fn in calls.items()}
@@ -93,11 +99,14 @@ def time_all(calls: dict[str, Callable[[], object]], *, repeats: int, max_time_s
     timings = measure.compare(fast, warmup=2, repeats=repeats, batch_size=batch, block=block,
                               settle_s=SETTLE_S if block > 1 else 0.0,
                               max_time_s=max_time_s) if fast else {}
-    alone = set(calls) - set(fast)
-    for k in alone:
+    slow = set(calls) - set(fast)
+    for k in slow:
         timings[k] = measure.time_fn(calls[k], warmup=0, repeats=repeats, name=k,
                                      max_time_s=max_time_s, batch_size=batch)
-    return timings, alone
+    for k, fn in later.items():
+        timings[k] = measure.time_fn(fn, warmup=2, repeats=repeats * block, name=k,
+                                     max_time_s=max_time_s, batch_size=batch)
+    return timings, slow | set(later)
 
 
 def variant(name: str, timing: measure.Timing | None, *, size_bytes: int | None,
