@@ -51,6 +51,8 @@ def pytest_runtest_call(item):
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_blocked_network(*hosts): the test provokes the "
                             "guard (only for these hosts, when given)")
+    if os.environ.get("DEPLOYLAB_RECORD_SMOKE_RUNTIMES"):
+        config.pluginmanager.register(_SmokeRuntimes(), "deploylab-smoke-runtimes")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,32 +63,32 @@ def pytest_collection_modifyitems(config, items):
 
 # DEPLOYLAB_RECORD_SMOKE_RUNTIMES=1 .ci/run: each notebook's smoke run under nbval (kernel
 # start and a cold cache included) goes into data/runtimes.json as its "smoke" time, so the
-# README's run-time table gets its smoke column from the same run that validates it.
-_nb_runs: dict[str, dict] = {}
+# README's run-time table gets its smoke column from the same run that validates it. A plugin
+# object, not a hook here: this conftest's per-test hooks only see the tests under tests/.
+class _SmokeRuntimes:
+    def __init__(self):
+        self.runs: dict[str, dict] = {}
 
+    def pytest_runtest_logreport(self, report):
+        path = report.nodeid.split("::")[0]
+        if not path.endswith(".ipynb"):
+            return
+        run = self.runs.setdefault(path, {"seconds": 0.0, "failed": False,
+                                          "load": [os.getloadavg()[0]]})
+        run["seconds"] += report.duration
+        run["failed"] |= report.failed
+        if report.when == "teardown":
+            run["load"].append(os.getloadavg()[0])
 
-def pytest_runtest_logreport(report):
-    path = report.nodeid.split("::")[0]
-    if not os.environ.get("DEPLOYLAB_RECORD_SMOKE_RUNTIMES") or not path.endswith(".ipynb"):
-        return
-    run = _nb_runs.setdefault(path, {"seconds": 0.0, "failed": False,
-                                     "load": [os.getloadavg()[0]]})
-    run["seconds"] += report.duration
-    run["failed"] |= report.failed
-    if report.when == "teardown":
-        run["load"].append(os.getloadavg()[0])
+    def pytest_sessionfinish(self, session):
+        from deploylab import runtimes
 
-
-def _record_smoke_runtimes() -> None:
-    from deploylab import runtimes
-
-    for path, run in _nb_runs.items():
-        if not run["failed"] and Path(path).is_file():
-            runtimes.record_test_run(path, run["seconds"], run["load"])
-    runtimes.update_readme()
+        for path, run in self.runs.items():
+            if not run["failed"] and Path(path).is_file():
+                runtimes.record_test_run(path, run["seconds"], run["load"])
+        if self.runs:
+            runtimes.update_readme()
 
 
 def pytest_sessionfinish(session, exitstatus):
     _log.unlink(missing_ok=True)
-    if _nb_runs:
-        _record_smoke_runtimes()
