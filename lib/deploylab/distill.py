@@ -326,10 +326,11 @@ def _distill_encoder(student, teacher, config: EncoderDistillConfig, data, token
     if config.task_steps and data is not None:
         raise DistillError("task_steps fine-tunes on the stdlib task's train pairs, which go "
                            "with its texts: pass data=None, or task_steps=0 with your texts")
+    pairs = None
     if data is None:
         from .prune import encoder_training_data
 
-        data = encoder_training_data(seed=config.seed)[0]
+        data, pairs = encoder_training_data(seed=config.seed)
     texts = list(data)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise DistillError("data must be a non-empty list of texts for encoder distillation")
@@ -351,10 +352,7 @@ def _distill_encoder(student, teacher, config: EncoderDistillConfig, data, token
                               targets=targets, hidden_weight=config.hidden_weight,
                               layer_map=lm, seed=config.seed, progress=config.progress,
                               desc="distilling")
-    if config.task_steps:
-        from .prune import encoder_training_data
-
-        pairs = encoder_training_data(seed=config.seed)[1]
+    if config.task_steps:  # pairs are the stdlib task's: data=None was checked above
         task = fit.fit_encoder(student, tokenizer, steps=config.task_steps,
                                batch_size=config.batch_size, lr=config.lr,
                                max_length=config.max_length, pairs=pairs, seed=config.seed,

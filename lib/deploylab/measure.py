@@ -103,6 +103,10 @@ class Timing:
                 "batch_size": self.batch_size, "repeats": len(self.samples_ms)}
 
 
+# ONNX Runtime's idle threads spin ~50 ms after a call: rest this long after a block.
+SPIN_SETTLE_S = 0.1
+
+
 def _check_counts(warmup: int, repeats: int) -> None:
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
@@ -139,7 +143,7 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
 def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
             batch_size: int | Mapping[str, int] = 1, seed: int = 0,
             max_time_s: float | None = None, block: int = 1,
-            settle_s: float = 0.0) -> dict[str, Timing]:
+            settle_s: float | None = None) -> dict[str, Timing]:
     """Time several variants interleaved: each round calls every variant once (or `block`
     times in a row), in a shuffled order, so slow drifts of the machine spread evenly over
     all of them.
@@ -159,7 +163,8 @@ def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats
             calls passed this total (never before 3 rounds), to bound slow variants.
         block (int, default 1): consecutive calls of a variant per round; each block
             starts with one untimed call, so a round yields `block` samples per variant.
-        settle_s (float, default 0): pause after each block (spinning threads go idle).
+        settle_s (float | None, default None): pause after each block, so spinning
+            threads go idle; None: SPIN_SETTLE_S with blocks, none without.
 
     Returns:
         dict[str, Timing]: in the order of `fns`.
@@ -167,6 +172,8 @@ def compare(fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats
     _check_counts(warmup, repeats)
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1, got {block!r}")
+    if settle_s is None:
+        settle_s = SPIN_SETTLE_S if block > 1 else 0.0
     if not isinstance(settle_s, (int, float)) or settle_s < 0:
         raise ValueError(f"settle_s must be a number >= 0, got {settle_s!r}")
     if not fns:

@@ -153,8 +153,15 @@ def measure(notebook: str | os.PathLike, *, smoke: bool, inplace: bool = False,
             with atomic_path(path) as dest:
                 shutil.copyfile(out, dest)
     load = (load_before + os.getloadavg()[0]) / 2
-    return Timing(_relative(path, root), "smoke" if smoke else "full", round(wall, 1),
-                  round(rss, 1), dt.date.today().isoformat(), _machine(), note, round(load, 1),
+    return _stamped(_relative(path, root), "smoke" if smoke else "full", wall, round(rss, 1),
+                    load, note)
+
+
+def _stamped(notebook: str, mode: str, wall_s: float, peak_rss_mb: float | None, load: float,
+             note: str = "") -> Timing:
+    """A Timing dated today on this machine; above the core count the CPU was shared."""
+    return Timing(notebook, mode, round(float(wall_s), 1), peak_rss_mb,
+                  dt.date.today().isoformat(), _machine(), note, round(load, 1),
                   load > (os.cpu_count() or 1) + 0.5)
 
 
@@ -184,9 +191,7 @@ def record_test_run(notebook: str, seconds: float, loads: list[float],
     """Store a smoke run timed by the test suite (nbval; see tests/conftest.py) as the
     notebook's smoke time. `loads`: 1-min load averages sampled during the run."""
     load = sum(loads) / len(loads) if loads else os.getloadavg()[0]
-    timing = Timing(notebook, "smoke", round(float(seconds), 1), None,
-                    dt.date.today().isoformat(), _machine(), "", round(load, 1),
-                    load > (os.cpu_count() or 1) + 0.5)
+    timing = _stamped(notebook, "smoke", seconds, None, load)
     record(timing, path)
     return timing
 

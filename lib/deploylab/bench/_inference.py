@@ -16,11 +16,12 @@ from . import Variant
 MODEL = "all-MiniLM-L6-v2"
 SLOW_MS = 400.0  # a first call slower than this is timed alone, within a budget
 # ONNX Runtime sessions here spin (its default): each variant is timed in blocks of BLOCK
-# calls with SETTLE_S of rest after, so no variant's spinning threads steal another's cores.
-BLOCK, SETTLE_S = 10, 0.1  # ORT threads spin ~50 ms after a call
+# calls with a rest after (measure.SPIN_SETTLE_S), so no variant's spinning threads steal
+# another's cores.
+BLOCK = 10
 TIMING = (f"interleaved rounds; each variant {BLOCK} calls in a row per round (one untimed "
-          f"first), {SETTLE_S * 1e3:.0f} ms rest between; ONNX Runtime threads spin, as by "
-          "default")
+          f"first), {measure.SPIN_SETTLE_S * 1e3:.0f} ms rest between; ONNX Runtime threads "
+          "spin, as by default")
 
 
 @dataclass
@@ -97,7 +98,6 @@ def time_all(calls: dict[str, Callable[[], object]], *, repeats: int, max_time_s
     first = {k: measure._once_ms(fn) for k, fn in calls.items()}
     fast = {k: fn for k, fn in calls.items() if first[k] < SLOW_MS}
     timings = measure.compare(fast, warmup=2, repeats=repeats, batch_size=batch, block=block,
-                              settle_s=SETTLE_S if block > 1 else 0.0,
                               max_time_s=max_time_s) if fast else {}
     slow = set(calls) - set(fast)
     for k in slow:

@@ -35,14 +35,15 @@ def _config(smoke: bool) -> distill.EncoderDistillConfig:
     return distill.EncoderDistillConfig(steps=100, task_steps=TASK_STEPS, progress=False)
 
 
-def _tuned_teacher_quality(teacher, tok, task, smoke: bool) -> float:
-    """The teacher after the same task stage: what the student's task-tuned quality should
-    be read against (the baseline itself never saw the train pairs)."""
+def _tuned_teacher_quality(teacher, tok, task, config: distill.EncoderDistillConfig) -> float:
+    """The teacher after the student's task stage (`config.task_steps` plain steps): what
+    the student's task-tuned quality should be read against (the baseline itself never saw
+    the train pairs)."""
     tuned = prune.clone(teacher)
-    steps = 2 if smoke else TASK_STEPS
-    prune.recover_(tuned, prune.RecoveryConfig(steps=steps, mode="plain", progress=False,
-                                               **({"batch_size": 8, "max_length": 32}
-                                                  if smoke else {})), tokenizer=tok)
+    recovery = prune.RecoveryConfig(steps=config.task_steps, mode="plain", progress=False,
+                                    lr=config.lr, batch_size=config.batch_size,
+                                    max_length=config.max_length, seed=config.seed)
+    prune.recover_(tuned, recovery, tokenizer=tok)
     return enc.quality(enc.torch_encoder(tuned, tok), task)["value"]
 
 
@@ -61,7 +62,8 @@ def student_int8(student, folder: Path):
 def _run(smoke: bool) -> BenchResult:
     from .. import export
 
-    tok, student, teacher, info = distill.minilm_student(LAYERS, _config(smoke))
+    config = _config(smoke)
+    tok, student, teacher, info = distill.minilm_student(LAYERS, config)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path, _ = student_int8(student, Path(tmp) / "onnx")
         sizes = {"teacher-fp32": prune.save_dense(teacher, Path(tmp) / "t.safetensors"),
@@ -75,7 +77,7 @@ def _run(smoke: bool) -> BenchResult:
                     "student-ort-int8": enc.ort_encoder(sess, tok)}
         vectors = {k: e(task.documents) for k, e in encoders.items()}
         qualities = {k: enc.quality(e, task) for k, e in encoders.items()}
-        tuned_q = _tuned_teacher_quality(teacher, tok, task, smoke)
+        tuned_q = _tuned_teacher_quality(teacher, tok, task, config)
         x, xn = enc.batch1(tok), enc.batch1(tok, fmt="np")
         feeds = {i.name: xn[i.name].astype("int64") for i in sess.get_inputs()}
         with measure.threads(enc.THREADS):
@@ -83,7 +85,7 @@ def _run(smoke: bool) -> BenchResult:
                      "student-ort-int8": lambda: sess.run(None, feeds)}
             timings = measure.compare(calls, warmup=2 if smoke else 5,
                                       repeats=3 if smoke else 8, max_time_s=120,
-                                      block=2 if smoke else inf.BLOCK, settle_s=inf.SETTLE_S)
+                                      block=2 if smoke else inf.BLOCK)
             memory = {k: measure.peak_memory(fn).peak_mb for k, fn in calls.items()}
     base_t, base_q = timings["teacher-fp32"].p50, qualities["teacher-fp32"]["value"]
     variants = []
@@ -114,7 +116,7 @@ def _run(smoke: bool) -> BenchResult:
                "batch_size": 1, "sequence_length": enc.SEQ, "threads": enc.THREADS,
                "quality_metric": "mrr", "targets": targets, "timing": inf.TIMING,
                "task_stage": {
-                   "steps": TASK_STEPS if not smoke else 2,
+                   "steps": config.task_steps,
                    "teacher_after_task_stage_mrr": tuned_q,
                    "student_vs_tuned_teacher": qualities["student-fp32"]["value"] / tuned_q,
                    "note": "the student is distilled from the teacher, then fine-tuned on the "

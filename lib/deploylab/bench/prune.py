@@ -4,7 +4,8 @@ Variants: `torch-fp32` (baseline), `unstructured-90` (90% of every weight matrix
 magnitude, grown gradually during a distilled recovery; size_mb is the sparse safetensors
 file: values plus a 1-bit mask), `structured-40` (40% of FFN neurons and 40% of attention
 heads removed, 5 of 12 per layer, then a plain recovery fine-tune on the task's train
-pairs). Batch 1, 128 tokens, 2 threads, timed interleaved. Quality: MRR of the stdlib name->docstring retrieval task (test split).
+pairs). Batch 1, 128 tokens, 2 threads, timed interleaved. Quality: MRR of the stdlib
+name->docstring retrieval task (test split).
 Targets: structured-40 >= 1.3x faster than the baseline with >= 95% of its MRR;
 unstructured-90 on disk <= 0.2x the baseline's file.
 """

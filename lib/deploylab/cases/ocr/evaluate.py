@@ -182,8 +182,7 @@ def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
     evals = {k: evaluate(e, samples, progress=progress) for k, e in engines.items()}
     images = [s.image for s in samples[:timing_images]]
     timings = measure.compare(_round_robin(engines, images), warmup=warmup, repeats=repeats,
-                              max_time_s=max_time_s, block=block,
-                              settle_s=0.1 if block > 1 else 0.0)
+                              max_time_s=max_time_s, block=block)
     baseline = baseline or next(iter(configs))
     lines = np.mean([len(s.lines) for s in samples[:timing_images]])
     rows = []
