@@ -110,8 +110,37 @@ def test_classifier_distillation_with_temperature():
     assert result.history[-1]["test_accuracy"] > 0.3  # chance is 0.1
 
 
+def test_classifier_augment_sees_every_training_batch_and_the_schedule_decays():
+    data = cnn.load_digits_split(seed=0)
+    deploylab.seed_everything(0)
+    teacher = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
+    seen = []
+
+    def augment(x, generator):
+        seen.append(len(x))
+        return x + 0.01 * torch.randn(x.shape, generator=generator)
+
+    student = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
+    lrs = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **kw)
+
+    torch.optim.Adam.step = spy
+    try:
+        distill.distill(student, teacher, distill.ClassifierDistillConfig.quick(
+            epochs=2, lr=1e-2, augment=augment, warmup=0.25), data=data)
+    finally:
+        torch.optim.Adam.step = real_step
+    assert sum(seen) == 2 * len(data.y_train)  # every clip of both epochs went through it
+    assert max(lrs) == pytest.approx(1e-2) and lrs[0] < lrs[len(lrs) // 4] > lrs[-1]
+    assert 0.1 * max(lrs) <= lrs[-1] < 0.15 * max(lrs)  # linear decay towards 10%
+
+
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(alpha=1.5), dict(epochs=0),
-                                 dict(lr=-1.0)])
+                                 dict(lr=-1.0), dict(warmup=1.0)])
 def test_bad_classifier_settings_are_refused(bad):
     with pytest.raises(distill.DistillError):
         distill.ClassifierDistillConfig(**bad)

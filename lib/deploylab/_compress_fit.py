@@ -192,7 +192,9 @@ def _distill_loss(student, tokenizer, texts, max_length, teacher, targets, hidde
 def fit_classifier(student, data, *, epochs: int, lr: float, batch_size: int,
                    teacher=None, temperature: float = 4.0, alpha: float = 0.7,
                    masks: dict | None = None, seed: int = 0, progress: bool = True,
-                   desc: str = "training", threads: int | None = 1) -> list[dict]:
+                   desc: str = "training", threads: int | None = 1,
+                   augment: Callable | None = None,
+                   warmup: float | None = None) -> list[dict]:
     """Train a classifier (images -> logits) on `data` (a `cnn.Digits`) in place.
 
     Loss: cross-entropy on the labels; with a teacher, `alpha` x T^2 x KL(teacher_T ||
@@ -200,6 +202,12 @@ def fit_classifier(student, data, *, epochs: int, lr: float, batch_size: int,
     (Hinton et al. 2015; T^2 keeps the soft term's gradients at the hard term's scale).
 
     Layers this small train fastest on one thread (`threads`, None keeps torch's count).
+    `augment(x, generator) -> x` transforms each training batch; the teacher then scores the
+    same augmented batch ("consistent teaching", Beyer et al. 2022: targets of the clean
+    input would teach the student to see through the augmentation, which the teacher never
+    learned to). Without augmentation the targets are computed once. `warmup` (a fraction
+    of the steps) turns on a learning-rate schedule: linear warm-up, then linear decay to
+    10%; None keeps the rate constant.
 
     Returns:
         list[dict]: per epoch: epoch, loss, test_accuracy, seconds.
@@ -210,21 +218,26 @@ def fit_classifier(student, data, *, epochs: int, lr: float, batch_size: int,
         threads = torch.get_num_threads()
     with torch_threads(threads), torch.enable_grad():
         return _fit_classifier(student, data, epochs, lr, batch_size, teacher, temperature,
-                               alpha, masks, seed, progress, desc)
+                               alpha, masks, seed, progress, desc, augment, warmup)
 
 
 def _fit_classifier(student, data, epochs, lr, batch_size, teacher, temperature, alpha, masks,
-                    seed, progress, desc):
+                    seed, progress, desc, augment, warmup):
     from .cnn import accuracy
 
     F = torch.nn.functional
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     x, y = data.x_train, data.y_train
+    sched = None
+    if warmup is not None:
+        steps = epochs * -(-len(y) // batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, warmup))
     if teacher is not None:
         teacher.eval()
-        with torch.no_grad():
-            soft = F.softmax(teacher(x) / temperature, dim=-1)  # (N, classes), once
+        if augment is None:
+            with torch.no_grad():
+                soft = F.softmax(teacher(x) / temperature, dim=-1)  # (N, classes), once
     bar = _progress(epochs, desc, progress)
     history, start = [], time.perf_counter()
     try:
@@ -234,15 +247,23 @@ def _fit_classifier(student, data, epochs, lr, batch_size, teacher, temperature,
             total = 0.0
             for i in range(0, len(y), batch_size):
                 idx = order[i:i + batch_size]
-                logits = student(x[idx])
+                xb = x[idx] if augment is None else augment(x[idx], gen)
+                logits = student(xb)
                 loss = F.cross_entropy(logits, y[idx])
                 if teacher is not None:
-                    kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft[idx],
+                    if augment is None:
+                        target = soft[idx]
+                    else:
+                        with torch.no_grad():
+                            target = F.softmax(teacher(xb) / temperature, dim=-1)
+                    kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), target,
                                   reduction="batchmean")
                     loss = alpha * temperature**2 * kl + (1 - alpha) * loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 apply_masks(student, masks)
                 total += loss.item() * len(idx)
             student.eval()

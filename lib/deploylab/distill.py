@@ -138,6 +138,11 @@ class ClassifierDistillConfig:
             training on labels (the baseline a distilled student must beat).
         seed (int, default 0): data order.
         progress (bool, default True): a tqdm bar.
+        augment (callable | None, default None): `augment(x, generator) -> x` applied to
+            each training batch (e.g. `speech.spec_augment`); the teacher scores the same
+            augmented batch, so its targets match what the student sees.
+        warmup (float | None, default None): with a fraction of the steps, a learning-rate
+            schedule (linear warm-up, then linear decay to 10%); None keeps it constant.
     """
 
     epochs: int = 20
@@ -147,8 +152,14 @@ class ClassifierDistillConfig:
     alpha: float = 0.7
     seed: int = 0
     progress: bool = True
+    augment: Callable | None = None
+    warmup: float | None = None
 
     def __post_init__(self) -> None:
+        if self.warmup is not None and not (isinstance(self.warmup, (int, float))
+                                            and 0.0 <= self.warmup < 1.0):
+            raise DistillError(f"warmup must be None or a fraction in [0, 1), got "
+                               f"{self.warmup!r}")
         for name in ("epochs", "batch_size"):
             _positive_int(name, getattr(self, name))
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
@@ -377,7 +388,8 @@ def _distill_classifier(student, teacher, config: ClassifierDistillConfig, data,
                                  teacher=teacher if config.alpha > 0 else None,
                                  temperature=config.temperature, alpha=config.alpha,
                                  seed=config.seed, progress=config.progress,
-                                 desc="distilling" if config.alpha > 0 else "training")
+                                 desc="distilling" if config.alpha > 0 else "training",
+                                 augment=config.augment, warmup=config.warmup)
     return DistillResult(history, time.perf_counter() - start, config)
 
 
