@@ -121,6 +121,20 @@ def test_sessions_have_explicit_threads_and_refuse_missing_providers(tiny_cnn, t
         export.session(out, threads=0)
 
 
+def test_profile_nodes_times_every_node_the_runtime_runs(tiny_cnn, tmp_path):
+    out = export.export_onnx(tiny_cnn, export.ExportConfig(path=tmp_path / "c.onnx"))
+    feed = {"input": np.zeros((1, 1, 8, 8), np.float32)}
+    table = export.profile_nodes(out, feed, runs=20, warmup=2)
+    ran = export.runtime_op_counts(out)
+    assert table.groupby("op").size().to_dict() == ran  # one row per node ORT runs
+    assert (table["us_per_call"] > 0).all() and table["share"].sum() == pytest.approx(1.0)
+    assert table["us_per_call"].is_monotonic_decreasing
+    with pytest.raises(ValueError, match="runs"):
+        export.profile_nodes(out, feed, runs=0)
+    with pytest.raises(ValueError, match="optimization"):
+        export.profile_nodes(out, feed, optimization="max")
+
+
 def test_providers_lists_cpu_and_explains_the_rest():
     rows = {r["name"]: r for r in export.providers()}
     assert rows["CPUExecutionProvider"]["available"]

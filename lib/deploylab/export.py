@@ -61,6 +61,7 @@ __all__ = [
     "openvino_available",
     "openvino_session",
     "optimize_onnx",
+    "profile_nodes",
     "providers",
     "runtime_op_counts",
     "session",
@@ -654,6 +655,52 @@ def runtime_op_counts(path: str | os.PathLike, level: str = "all") -> dict[str, 
         return op_counts(dest)
 
 
+def profile_nodes(path: str | os.PathLike, feed: dict, *, runs: int = 200, warmup: int = 20,
+                  threads: int = 1, optimization: str = "all"):
+    """Where a graph spends its time: ONNX Runtime's own profiler, per node of the graph it
+    runs (after its fusions), averaged over `runs` calls after `warmup` untimed ones.
+
+    Args:
+        path (str | PathLike): the ONNX file.
+        feed (dict): input name -> array, as for `session.run`.
+        runs / warmup (int): profiled and untimed calls.
+        threads (int, default 1): intra-op threads.
+        optimization (str, default "all"): as for `session`.
+
+    Returns:
+        pandas.DataFrame: one row per node (node, op, us per call, share of the nodes'
+        total), slowest first.
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+    import pandas as pd
+
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be an int >= 1, got {runs!r}")
+    opts = _session_options(threads, False, optimization)
+    with tempfile.TemporaryDirectory() as d:
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(d) / "profile")
+        prof = ort.InferenceSession(str(_existing(path)), opts,
+                                    providers=["CPUExecutionProvider"])
+        for _ in range(warmup):  # the profile keeps warm-up calls too: counted out below
+            prof.run(None, feed)
+        for _ in range(runs):
+            prof.run(None, feed)
+        events = json.loads(Path(prof.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            key = (e["name"][:-len("_kernel_time")], e["args"]["op_name"])
+            per_node.setdefault(key, []).append(e["dur"])
+    rows = [{"node": n, "op": op, "us_per_call": sum(d[-runs:]) / runs}
+            for (n, op), d in per_node.items()]
+    table = pd.DataFrame(rows).sort_values("us_per_call", ascending=False, ignore_index=True)
+    table["share"] = table["us_per_call"] / table["us_per_call"].sum()
+    return table
+
+
 def fusion_table(graphs: dict[str, str | os.PathLike | dict]):
     """Operator counts of several graphs side by side (e.g. exported vs optimized).
 
@@ -746,12 +793,6 @@ def session(path: str | os.PathLike, *, threads: int | None = None,
     import onnxruntime as ort
 
     src = _existing(path)
-    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
     wanted = list(providers or ["CPUExecutionProvider"])
     ready = {r["name"] for r in globals()["providers"]() if r["available"]}
     missing = [p for p in wanted if p not in ready]
@@ -759,6 +800,20 @@ def session(path: str | os.PathLike, *, threads: int | None = None,
         raise ProviderUnavailableError(
             f"execution provider(s) {missing} are not available here (available: "
             f"{sorted(ready)}); see deploylab.export.providers() for what each one needs")
+    opts = _session_options(threads, spinning, optimization, inter_threads)
+    return ort.InferenceSession(str(src), opts, providers=wanted)
+
+
+def _session_options(threads: int | None, spinning: bool, optimization: str,
+                     inter_threads: int = 1):
+    import onnxruntime as ort
+
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
     if threads is None:
         threads = _torch().get_num_threads()
     if not isinstance(threads, int) or threads < 1:
@@ -771,7 +826,7 @@ def session(path: str | os.PathLike, *, threads: int | None = None,
     opts.log_severity_level = 3  # warnings about unused initializers are noise here
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(src), opts, providers=wanted)
+    return opts
 
 
 def openvino_available() -> bool:
