@@ -82,7 +82,48 @@ def test_augmentations_keep_length_and_hit_the_snr():
     assert speech.data.reverb(x, 0.4, rng).shape == x.shape
 
 
+def test_each_take_is_a_new_prosody_and_takes_multiply_the_commands():
+    config = speech.SpeechConfig.smoke()
+    one = speech.data._utterances(config, "test")
+    three = speech.data._utterances(speech.SpeechConfig.smoke(takes=3), "test")
+    assert len(three) == len(one) + 2 * len(config.commands) * len(config.voices("test"))
+    yes = [u for label, _, u in three if label == "yes" and u.voice == three[0][2].voice]
+    assert len(yes) == 3 and len({(u.rate, u.pitch, u.range, u.amplitude) for u in yes}) > 1
+    with pytest.raises(speech.DataError, match="takes"):
+        speech.SpeechConfig(takes=0)
+
+
 # ------------------------------------------------------------------------- features
+
+
+def test_spec_augment_warps_shifts_and_masks_each_clip_on_its_own():
+    from deploylab.cases.speech.features import spec_augment
+
+    x = torch.full((64, 1, 40, 98), -5.0)
+    x[:, :, 10, :] = 3.0  # one loud mel band
+    x[:, :, :, 50] = 1.0  # one loud frame
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    y = spec_augment(x, gen(), freq_mask=0, time_mask=0)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert y.min() >= -5.0 - 1e-5 and y.max() <= 3.0 + 1e-5  # nothing beyond the input's range
+    band = y[:, 0, :, 20:40].mean(-1).argmax(-1)  # where the loud band went, per clip
+    frame = y[:, 0, 25:35, :].mean(-2).argmax(-1)
+    assert (band - 10).abs().max() <= 2 and len(set(band.tolist())) > 1  # warp: +-10%
+    assert (frame - 50).abs().max() <= 10 and len(set(frame.tolist())) > 3  # shift: +-10%
+    noise = torch.rand(64, 1, 40, 98)
+    masked = spec_augment(noise, gen(), warp=0, shift=0)
+    floor = masked == noise.amin(dim=(2, 3), keepdim=True)
+    rows, cols = floor.all(-1)[:, 0].sum(-1), floor.all(-2)[:, 0].sum(-1)  # masked bins, frames
+    assert rows.max() <= 4 and cols.max() <= 8 and rows.float().mean() > 1
+    assert len(set(rows.tolist())) > 2 and len(set(cols.tolist())) > 2  # each clip its own
+    kept = ~(floor.all(-1, keepdim=True) | floor.all(-2, keepdim=True))
+    assert torch.allclose(masked[kept], noise[kept], atol=1e-5)  # the rest untouched
+    assert torch.equal(spec_augment(x, gen()), spec_augment(x, gen()))  # the generator decides
+    quiet = spec_augment(x, torch.Generator().manual_seed(0), warp=0, shift=0, freq_mask=0,
+                         time_mask=0)
+    assert torch.allclose(quiet, x, atol=1e-5)
+
+
 
 
 def _reference_log_mel(x, sr=16000, n_fft=512, win=400, hop=160, n_mels=40, fmin=20.0,
@@ -167,6 +208,10 @@ def test_bad_training_configs_are_refused():
         speech.TrainConfig(quant_mode="int4")
     with pytest.raises(speech.TrainingError, match="multiple"):
         speech.TrainConfig(teacher_hidden=100, teacher_heads=3)
+    with pytest.raises(speech.TrainingError, match="student_stride"):
+        speech.TrainConfig(student_stride=(8, 2))
+    a, b = speech.TrainConfig(), speech.TrainConfig(student_stride=[2, 4])
+    assert b.student_stride == (2, 4) and a.key("d", "student") != b.key("d", "student")
 
 
 # ------------------------------------------------------------------------- streaming

@@ -2,7 +2,8 @@
 
 Variants: `teacher-fp32` (baseline: the transformer teacher), `student-fp32` (the Hello Edge
 DS-CNN distilled from it, BN folded), `student-int8` (static int8 QDQ, per-channel, calibrated
-on training clips; QAT instead when post-training quantization loses more than 0.5 points).
+on training clips, the first convolution kept float: `quantization.float_nodes`; QAT instead
+when post-training quantization loses more than 0.5 points).
 All three are ONNX Runtime sessions on one thread. Quality: accuracy on the held-out voices
 at the default noise level (10 dB SNR); latency: one 1-second clip's log-mel through the
 model (the shared front end is timed once, `features_ms_p50`), interleaved after warm-up.

@@ -50,7 +50,7 @@ UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheil
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 NOISES = ("white", "pink", "brown", "hum", "babble")
 CLIP = 16_000  # one second at 16 kHz
-VERSION = 2  # bump when the recipe changes, so caches rebuild
+VERSION = 3  # bump when the recipe changes, so caches rebuild
 
 
 class DataError(DeploylabError):
@@ -66,8 +66,11 @@ class SpeechConfig:
         held_out (tuple[str, ...]): voice variants used only for testing.
         accents (tuple[str, ...], default synth.ACCENTS): accents every variant speaks in.
         variants (tuple[str, ...], default synth.VARIANTS): all variants (train + test).
-        unknown_per_voice (int, default 2): unknown words each voice says.
-        copies (int, default 3): augmented clips per training utterance.
+        takes (int, default 6): times each voice says each command, each take with its
+            own rate, pitch, range and amplitude.
+        unknown_per_voice (int, default 12): unknown words each voice says.
+        copies (int, default 1): augmented clips per training utterance (new takes teach a
+            held-out voice more than new augmentations of the same take).
         silence_fraction (float, default 0.08): share of `_silence_` clips.
         train_snr_db (tuple[float, ...]): noise levels drawn for training (inf: clean).
         test_snr_db (float, default 10.0): the test set's noise level.
@@ -78,8 +81,9 @@ class SpeechConfig:
     held_out: tuple[str, ...] = ("f3", "m4", "klatt3", "anika", "edward", "travis")
     accents: tuple[str, ...] = synth.ACCENTS
     variants: tuple[str, ...] = synth.VARIANTS
-    unknown_per_voice: int = 2
-    copies: int = 3
+    takes: int = 6
+    unknown_per_voice: int = 12
+    copies: int = 1
     silence_fraction: float = 0.08
     train_snr_db: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, float("inf"))
     test_snr_db: float = 10.0
@@ -100,13 +104,13 @@ class SpeechConfig:
                             f"{self.variants}; got {self.held_out!r}")
         for v in self.variants:
             synth.Utterance(f"{self.accents[0]}+{v}")  # unknown names fail here, clearly
-        if self.copies < 1 or self.unknown_per_voice < 0:
-            raise DataError("copies must be >= 1 and unknown_per_voice >= 0")
+        if self.copies < 1 or self.takes < 1 or self.unknown_per_voice < 0:
+            raise DataError("copies and takes must be >= 1 and unknown_per_voice >= 0")
 
     @classmethod
     def smoke(cls, **kw) -> SpeechConfig:
         """A few voices and one copy: builds in seconds, for CI and smoke runs."""
-        return cls(**{"accents": ("en-us", "en-gb-x-rp"), "copies": 1,
+        return cls(**{"accents": ("en-us", "en-gb-x-rp"), "takes": 1, "unknown_per_voice": 2,
                       "variants": ("f1", "f2", "m1", "m2", "m3", "klatt", "f3", "m4"),
                       "held_out": ("f3", "m4"), **kw})
 
@@ -278,7 +282,7 @@ def _utterances(config: SpeechConfig, split: str) -> list[tuple[str, str, synth.
     out = []
     for voice in config.voices(split):
         rng = _rng(config, "prosody", voice)
-        words = [(w, w) for w in config.commands]
+        words = [(w, w) for w in config.commands for _ in range(config.takes)]
         unknown = rng.choice(UNKNOWN_WORDS, size=config.unknown_per_voice, replace=False)
         words += [(UNKNOWN, str(w)) for w in unknown]
         for label, word in words:

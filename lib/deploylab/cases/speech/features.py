@@ -22,7 +22,7 @@ import numpy as np
 import scipy.fft
 
 __all__ = ["FeatureConfig", "hz_to_mel", "log_mel", "log_mel_batch", "mel_filterbank",
-           "mel_to_hz"]
+           "mel_to_hz", "spec_augment"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,39 @@ def log_mel_batch(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) ->
 def log_mel(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """One clip [samples] -> [n_mels, frames]."""
     return log_mel_batch(np.asarray(audio)[None], config)[0]
+
+
+def spec_augment(x, generator, *, warp: float = 0.1, shift: float = 0.1, freq_mask: int = 4,
+                 time_mask: int = 8):
+    """Training-time augmentation of a log-mel batch [B, 1, mels, frames] (torch).
+
+    Per clip: the mel axis stretched by up to +-`warp` about its low end (vocal-tract length
+    perturbation: a longer or shorter vocal tract moves every formant by one factor), a shift
+    in time by up to `shift` of the clip, then one band of up to `freq_mask` mel bins and
+    one stretch of up to `time_mask` frames set to the clip's floor (SpecAugment, Park et
+    al. 2019). Held-out speakers differ from training ones mostly in formants and timing,
+    which is what this varies.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, m, t = x.shape
+    u = lambda: torch.rand(b, generator=generator) * 2 - 1  # noqa: E731 (uniform in [-1, 1])
+    scale = 1 + u() * warp
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = 1
+    theta[:, 0, 2] = u() * shift * 2       # grid units: the clip spans [-1, 1]
+    theta[:, 1, 1] = 1 / scale
+    theta[:, 1, 2] = 1 / scale - 1         # keeps the lowest mel bin where it is
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    floor = x.amin(dim=(2, 3), keepdim=True)
+    out = F.grid_sample(x - floor, grid, align_corners=False) + floor  # outside: the floor
+
+    def band(size: int, width: int):
+        start = torch.randint(0, size, (b, 1), generator=generator)
+        stop = start + torch.randint(0, width + 1, (b, 1), generator=generator)
+        i = torch.arange(size)[None]
+        return (i >= start) & (i < stop)
+
+    masked = band(m, freq_mask)[:, None, :, None] | band(t, time_mask)[:, None, None, :]
+    return torch.where(masked, floor, out)

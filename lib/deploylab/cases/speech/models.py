@@ -9,8 +9,9 @@ Both take log-mel features [batch, 1, 40, 98] (one second) and return class logi
   learn, the mel front end is free. Adjacent frames are stacked in pairs (49 tokens per
   second, wav2vec2's own 20 ms token rate). Mean pooling and a linear head classify.
 - `DSCNN`: "Hello Edge" (Zhang et al. 2017) depthwise-separable CNN: one full convolution
-  (10x4, stride 2), then blocks of depthwise 3x3 + pointwise 1x1 convolutions, each followed
-  by batch norm and ReLU, global average pooling and a linear layer. `fold_batchnorm`
+  (9x3 over mel bins x frames, a chosen stride), then blocks of depthwise 3x3 + pointwise
+  1x1 convolutions, each followed by batch norm and ReLU, global average pooling and a
+  linear layer. `fold_batchnorm`
   merges each BN into its convolution before export or quantization.
 
 Example:

@@ -184,13 +184,16 @@ class StreamingSpotter:
         smooth (int, default 3): windows averaged.
         refractory_s (float, default 1.0): a detected word stays muted this long.
         vad (bool, default True): gate with Silero VAD; False runs every window.
-        vad_threshold (float, default 0.5): VAD probability that counts as speech.
+        vad_threshold (float, default 0.1): VAD probability that lets a window through.
+            Low on purpose: Silero scores eSpeak's formant speech in noise low, and at 0.5 the
+            gate dropped commands (on a 300 s validation recording, seed 1: F1 0.804 at 0.5,
+            0.815 at 0.2, 0.1 and 0.05) while still skipping about half the windows at 0.1.
         threads (int, default 1): ONNX Runtime threads (a spotter runs on one core).
     """
 
     def __init__(self, model, labels, *, hop_s: float = 0.1, threshold: float = 0.7,
                  smooth: int = 3, refractory_s: float = 1.0, vad: bool = True,
-                 vad_threshold: float = 0.5, threads: int = 1,
+                 vad_threshold: float = 0.1, threads: int = 1,
                  features: FeatureConfig | None = None):
         from .training import onnx_logits
 
