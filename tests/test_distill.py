@@ -110,7 +110,7 @@ def test_classifier_distillation_with_temperature():
     assert result.history[-1]["test_accuracy"] > 0.3  # chance is 0.1
 
 
-def test_classifier_augment_sees_every_training_batch_and_the_schedule_decays():
+def test_classifier_augment_sees_every_training_batch_and_the_schedule_decays(monkeypatch):
     data = cnn.load_digits_split(seed=0)
     deploylab.seed_everything(0)
     teacher = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
@@ -128,15 +128,36 @@ def test_classifier_augment_sees_every_training_batch_and_the_schedule_decays():
         lrs.append(self.param_groups[0]["lr"])
         return real_step(self, *a, **kw)
 
-    torch.optim.Adam.step = spy
-    try:
-        distill.distill(student, teacher, distill.ClassifierDistillConfig.quick(
-            epochs=2, lr=1e-2, augment=augment, warmup=0.25), data=data)
-    finally:
-        torch.optim.Adam.step = real_step
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    distill.distill(student, teacher, distill.ClassifierDistillConfig.quick(
+        epochs=2, lr=1e-2, augment=augment, warmup=0.25), data=data)
     assert sum(seen) == 2 * len(data.y_train)  # every clip of both epochs went through it
     assert max(lrs) == pytest.approx(1e-2) and lrs[0] < lrs[len(lrs) // 4] > lrs[-1]
     assert 0.1 * max(lrs) <= lrs[-1] < 0.15 * max(lrs)  # linear decay towards 10%
+
+
+def test_with_augmentation_the_teacher_scores_the_augmented_batch():
+    data = cnn.load_digits_split(seed=0)
+    deploylab.seed_everything(0)
+    teacher = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16).eval()
+    fed = []
+    real_forward = teacher.forward
+
+    def spy(x):
+        fed.append(x.clone())
+        return real_forward(x)
+
+    teacher.forward = spy
+    shifted = []
+
+    def augment(x, generator):
+        shifted.append(x + 1.0)
+        return shifted[-1]
+
+    distill.distill(cnn.DigitsCNN(channels=(4, 4, 8), hidden=16), teacher,
+                    distill.ClassifierDistillConfig.quick(epochs=1, augment=augment), data=data)
+    assert len(fed) == len(shifted)  # one teacher call per batch, none on the clean set
+    assert all(torch.equal(a, b) for a, b in zip(fed, shifted, strict=True))
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(alpha=1.5), dict(epochs=0),

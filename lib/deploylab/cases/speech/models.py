@@ -11,8 +11,8 @@ Both take log-mel features [batch, 1, 40, 98] (one second) and return class logi
 - `DSCNN`: "Hello Edge" (Zhang et al. 2017) depthwise-separable CNN: one full convolution
   (9x3 over mel bins x frames, a chosen stride), then blocks of depthwise 3x3 + pointwise
   1x1 convolutions, each followed by batch norm and ReLU, global average pooling and a
-  linear layer. `fold_batchnorm`
-  merges each BN into its convolution before export or quantization.
+  linear layer. `fold_batchnorm` merges each BN into its convolution before export or
+  quantization.
 
 Example:
     >>> teacher = Wav2Vec2Teacher(n_classes=12, hidden=128, layers=4)

@@ -30,11 +30,12 @@ import torch
 from ..._files import atomic_path
 from ...errors import DeploylabError
 from ...settings import cache_dir
+from .features import spec_augment
 from .models import DSCNN, Wav2Vec2Teacher, fold_batchnorm
 
 __all__ = ["QUANT_MODES", "TrainConfig", "TrainedModels", "TrainingError", "accuracy",
-           "calibration_feeds", "export_models", "first_convolutions", "onnx_folder", "onnx_logits",
-           "quantize_student", "train_all", "train_student", "train_teacher"]
+           "calibration_feeds", "export_models", "first_convolutions", "onnx_folder",
+           "onnx_logits", "quantize_student", "train_all", "train_student", "train_teacher"]
 
 QUANT_MODES = ("auto", "ptq", "qat")
 INPUT_SHAPE = (1, 1, 40, 98)
@@ -126,13 +127,11 @@ class TrainConfig:
     def student(self, n_classes: int) -> DSCNN:
         torch.manual_seed(self.seed + 1)
         return DSCNN(n_classes, channels=self.student_channels, blocks=self.student_blocks,
-                     first_stride=tuple(self.student_stride))
+                     first_stride=self.student_stride)
 
     @property
     def augmentation(self):
         """The batch transform the trainers apply (None when `augment` is off)."""
-        from .features import spec_augment
-
         return spec_augment if self.augment else None
 
     def key(self, data_key: str, *names: str) -> str:
