@@ -228,6 +228,58 @@ def test_detections_are_scored_with_a_time_tolerance():
     assert s["false_alarms_per_hour"] == 2.0
 
 
+def _fake_posteriors(labels, word_at=(20, 23), level=0.6):
+    """40 windows 0.1 s apart; `word` ("yes") holds `level` in windows [a, b), silence elsewhere."""
+    centres = 0.5 + 0.1 * np.arange(40)
+    post = np.zeros((40, len(labels)), np.float32)
+    post[:, 0] = 1.0
+    a, b = word_at
+    post[a:b, 0], post[a:b, labels.index("yes")] = 1 - level, level
+    return centres, post
+
+
+def test_smoothing_and_threshold_decide_what_fires(ds):
+    labels = list(ds.labels)
+    spot = speech.StreamingSpotter(lambda x: None, labels, vad=False)
+    centres, post = _fake_posteriors(labels)
+    # three windows at 0.6: unsmoothed they pass 0.5; averaged over 9 they reach 0.6 * 3 / 9
+    one = spot.decide(centres, post, smooth=1, threshold=0.5)
+    assert [(d.word, round(d.time_s, 2)) for d in one] == [("yes", round(centres[20], 2))]
+    assert spot.decide(centres, post, smooth=9, threshold=0.5) == []
+    (d,) = spot.decide(centres, post, smooth=9, threshold=0.2)
+    assert d.word == "yes" and d.score == pytest.approx(0.6 * 3 / 9, abs=1e-6)
+    assert spot.smooth == 9 and spot.threshold == 0.5  # the overrides did not stick
+    for bad in ({"smooth": 0}, {"smooth": 2.5}, {"threshold": 0.0}, {"threshold": 1.5}):
+        with pytest.raises(ValueError, match="smooth|threshold"):
+            spot.decide(centres, post, **bad)
+    with pytest.raises(ValueError, match="hop_s"):
+        speech.StreamingSpotter(lambda x: None, labels, vad=False, hop_s=0.0)
+
+
+def test_sweep_scores_every_pair_from_one_pass(ds, monkeypatch):
+    labels = list(ds.labels)
+    spot = speech.StreamingSpotter(lambda x: None, labels, vad=False)
+    centres, post = _fake_posteriors(labels)
+    calls = []
+    monkeypatch.setattr(spot, "posteriors",
+                        lambda audio: calls.append(1) or (centres, post, {}))
+    rec = speech.Recording(np.zeros(16000 * 5, np.float32),
+                           [{"kind": "command", "word": "yes", "start": 2.4, "end": 2.8}], 0)
+    rows = speech.sweep(spot, rec, smooths=(1, 9), thresholds=(0.3, 0.5))
+    assert len(calls) == 1 and len(rows) == 4
+    f1 = {(r["smooth"], r["threshold"]): r["f1"] for r in rows}
+    assert f1 == {(1, 0.3): 1.0, (1, 0.5): 1.0, (9, 0.3): 0.0, (9, 0.5): 0.0}
+    # several recordings pool their hits: a recording with a command nobody said halves recall
+    other = speech.Recording(rec.audio, [{"kind": "command", "word": "no", "start": 0.6,
+                                          "end": 0.9}], 1)
+    (pooled,) = speech.sweep(spot, [rec, other], smooths=(1,), thresholds=(0.5,))
+    assert len(calls) == 3 and pooled["commands"] == 2
+    assert (pooled["precision"], pooled["recall"]) == (0.5, 0.5)
+    assert pooled["false_alarms_per_hour"] == pytest.approx(1 / (10 / 3600))
+    with pytest.raises(ValueError, match="at least one"):
+        speech.sweep(spot, [])
+
+
 def test_the_recording_has_truth_inside_it_and_silero_hears_speech(ds):
     rec = speech.make_recording(ds.config, 20.0, seed=3)
     assert rec.truth and all(0 <= e["start"] < e["end"] <= rec.seconds for e in rec.events)

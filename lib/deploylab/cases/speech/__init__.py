@@ -10,7 +10,7 @@ streaming spotter gated by the pretrained Silero VAD, served through `deploylab.
 - `models`: `Wav2Vec2Teacher`, `DSCNN`, `fold_batchnorm`;
 - `training`: teacher training, distillation, ONNX export, PTQ and QAT (cached);
 - `evaluate`: the variant table, per-class accuracy, noise sweeps, the streaming score;
-- `streaming`: the long recording, `SileroVad`, `StreamingSpotter`, `score`;
+- `streaming`: the long recording, `SileroVad`, `StreamingSpotter`, `score`, `sweep`;
 - `audio`: WAV in and out with clear refusals; `serving`: `SpeechPipeline`.
 
 Example:
@@ -48,7 +48,15 @@ from .evaluate import compare, confusion, per_class_accuracy, snr_sweep, streami
 from .features import FeatureConfig, log_mel, log_mel_batch, mel_filterbank
 from .models import DSCNN, Wav2Vec2Teacher, count_parameters, fold_batchnorm
 from .serving import SpeechPipeline, encode_request, local_infer
-from .streaming import Detection, Recording, SileroVad, StreamingSpotter, make_recording, score
+from .streaming import (
+                   Detection,
+                   Recording,
+                   SileroVad,
+                   StreamingSpotter,
+                   make_recording,
+                   score,
+                   sweep,
+)
 from .synth import SynthError, Utterance, all_voices, synthesize, synthesize_many
 from .training import QUANT_MODES, TrainConfig, TrainedModels, TrainingError, train_all
 
@@ -62,7 +70,7 @@ __all__ = [
     "confusion", "count_parameters", "encode_request", "encode_wav", "fold_batchnorm",
     "load_wav", "local_infer", "log_mel", "log_mel_batch", "make_recording", "mel_filterbank",
     "noisy_test_features", "per_class_accuracy", "prefetch", "score", "snr_sweep",
-    "streaming_eval", "synthesize", "synthesize_many", "train_all",
+    "streaming_eval", "sweep", "synthesize", "synthesize_many", "train_all",
 ]
 
 
