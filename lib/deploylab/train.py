@@ -372,6 +372,7 @@ class SavedTensorMeter:
         self.raw_bytes = 0                     # sum of storage bytes without de-duplication
         self._stack: list[str] = []
         self._handles: list = []
+        self._alive: dict[tuple, object] = {}  # storage key -> storage, while metering
 
     def __enter__(self) -> SavedTensorMeter:
         self._reset()
@@ -391,6 +392,7 @@ class SavedTensorMeter:
 
     def __exit__(self, *exc) -> None:
         self._hooks.__exit__(*exc)
+        self._alive = {}
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -417,7 +419,7 @@ class SavedTensorMeter:
         self.raw_bytes += nbytes
         key = self._key(t)
         if nbytes == 0 or key in self.kinds:
-            return t
+            return t.detach()
         if key in self._params or isinstance(t, torch.nn.Parameter):
             kind = "parameter"
         elif t.requires_grad and t.is_leaf:
@@ -428,7 +430,12 @@ class SavedTensorMeter:
             kind = "activation"
         self.kinds[key], self.sizes[key] = kind, nbytes
         self.owner[key] = self._stack[-1] if self._stack else "(outside modules)"
-        return t
+        # Held until exit: a discarded branch's graph frees its storages mid-forward, and a
+        # later tensor at a reused address would otherwise be taken for one already counted.
+        self._alive[key] = storage
+        # A detached alias (same storage): a saved output returned as itself would hold its
+        # own grad_fn, a cycle that keeps a graph never run backward alive forever.
+        return t.detach()
 
     def _bytes(self, kind: str) -> int:
         return sum(s for k, s in self.sizes.items() if self.kinds[k] == kind)
