@@ -2,6 +2,8 @@
 memory but not gradients, autocast with fp32 master weights, and clear errors."""
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -58,9 +60,6 @@ def test_meter_frees_the_graph_of_a_forward_never_run_backward():
     # saved_for_backward runs no backward: the graph must die with its last reference. A pack
     # hook that returned a saved output as itself would tie it to its own grad_fn, a cycle in
     # C++ that the garbage collector cannot see (1.5 GB per call at MiniLM 16 x 256).
-    import gc
-    import weakref
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     outputs = []

@@ -410,16 +410,22 @@ class SavedTensorMeter:
         return (str(t.device), t.untyped_storage().data_ptr())
 
     def _pack(self, t):
+        self._count(t)
+        # A detached alias (same storage): a saved output returned as itself would hold its
+        # own grad_fn, a cycle that keeps a graph never run backward alive forever.
+        return t.detach()
+
+    def _count(self, t) -> None:
         self.saves += 1
         try:
             storage = t.untyped_storage()
         except (RuntimeError, NotImplementedError):  # no storage (e.g. a nested tensor)
-            return t
+            return
         nbytes = storage.nbytes()
         self.raw_bytes += nbytes
         key = self._key(t)
         if nbytes == 0 or key in self.kinds:
-            return t.detach()
+            return
         if key in self._params or isinstance(t, torch.nn.Parameter):
             kind = "parameter"
         elif t.requires_grad and t.is_leaf:
@@ -433,9 +439,6 @@ class SavedTensorMeter:
         # Held until exit: a discarded branch's graph frees its storages mid-forward, and a
         # later tensor at a reused address would otherwise be taken for one already counted.
         self._alive[key] = storage
-        # A detached alias (same storage): a saved output returned as itself would hold its
-        # own grad_fn, a cycle that keeps a graph never run backward alive forever.
-        return t.detach()
 
     def _bytes(self, kind: str) -> int:
         return sum(s for k, s in self.sizes.items() if self.kinds[k] == kind)
