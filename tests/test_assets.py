@@ -139,6 +139,21 @@ def test_stdlib_docstrings_are_unique_and_stable(corpus_cache):
     assert len(docs) > 2000
 
 
+def test_stdlib_corpus_does_not_depend_on_what_the_host_patched(corpus_cache, tmp_path,
+                                                                 monkeypatch):
+    # Jupyter, Ray and test runners replace sys.excepthook or builtins.print; read in
+    # process, those C-module docstrings went missing and every drawn benchmark shifted
+    import builtins
+
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
+    monkeypatch.setattr(sys, "excepthook", lambda *a: None)
+    monkeypatch.setenv("DEPLOYLAB_CACHE", str(tmp_path))
+    rebuilt = assets.path("stdlib-docstrings")
+    assert rebuilt != corpus_cache and rebuilt.read_bytes() == corpus_cache.read_bytes()
+    ids = {d["id"] for d in assets.stdlib_docstrings()}
+    assert {"builtins.print", "sys.excepthook"} <= ids
+
+
 def test_stdlib_docstrings_are_reused_from_the_cache(corpus_cache):
     before = corpus_cache.stat().st_mtime_ns
     assert assets.path("stdlib-docstrings") == corpus_cache

@@ -348,8 +348,8 @@ def load_encoder(name_or_path: str | os.PathLike = "all-MiniLM-L6-v2", *,
 # ---------------------------------------------------------------------------- datasets
 
 def _stdlib_cache_file() -> Path:
-    v = sys.version_info
-    return cache_dir("datasets") / f"stdlib-docstrings-py{v.major}.{v.minor}.{v.micro}.jsonl"
+    v = sys.version_info  # v2: built in a fresh interpreter (v1 could miss patched objects)
+    return cache_dir("datasets") / f"stdlib-docstrings-v2-py{v.major}.{v.minor}.{v.micro}.jsonl"
 
 
 def _build_stdlib_docstrings() -> Path:
@@ -360,9 +360,15 @@ def _build_stdlib_docstrings() -> Path:
         if _checked_digest(file) == digest_file.read_text().strip():
             return file
         log.warning("%s failed its sha256 check; rebuilding it", file)
-    from .stdlib_corpus import build_corpus
+    import subprocess
 
-    text = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in build_corpus())
+    # a fresh interpreter: the corpus must not depend on what this process has patched
+    done = subprocess.run([sys.executable, "-m", "deploylab.stdlib_corpus"],
+                          capture_output=True, check=False)
+    if done.returncode:
+        raise AssetError("building the standard-library docstring corpus failed: "
+                         + done.stderr.decode(errors="replace")[-2000:])
+    text = done.stdout.decode("utf-8")
     # the digest is written last: a crash in between leaves a mismatch, hence a rebuild
     write_atomic(file, text)
     write_atomic(digest_file, hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")

@@ -4,7 +4,10 @@ Pure-Python modules are read with `ast` (no imports, so no side effects such as
 `antigravity` opening a browser); public C modules (math, itertools, time, ...) are
 imported and read with `inspect`, since they have no source. Records are deduplicated
 by text and keyed by a stable id, the qualified name (`json.dumps`, `str.split`).
-`deploylab.assets.stdlib_docstrings()` builds this once and caches it.
+`deploylab.assets.stdlib_docstrings()` builds this once and caches it, in a fresh interpreter
+(`python -m deploylab.stdlib_corpus`): a C module is read as imported, so a host that has
+patched `builtins.print` or `sys.excepthook` (Jupyter, Ray, a test runner) would otherwise
+drop their docstrings and every benchmark drawn from the corpus would change with it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import os
 import sys
 import warnings
@@ -159,3 +163,14 @@ def build_corpus() -> list[dict]:
         seen_docs.add(rec["doc"])
         records.append(rec)
     return records
+
+
+def main() -> None:
+    """Write the corpus to stdout as JSON lines (what the asset cache stores)."""
+    out = sys.stdout.buffer
+    for rec in build_corpus():
+        out.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+if __name__ == "__main__":
+    main()
