@@ -121,6 +121,26 @@ def test_sessions_have_explicit_threads_and_refuse_missing_providers(tiny_cnn, t
         export.session(out, threads=0)
 
 
+def test_spinning_modes_set_the_runtime_config(tiny_cnn, tmp_path):
+    out = export.export_onnx(tiny_cnn, export.ExportConfig(path=tmp_path / "c.onnx"))
+    feed = {"input": np.zeros((1, 1, 8, 8), np.float32)}
+    expected = None
+    for mode, spin, stop in ((False, "0", None), (True, "1", None), ("in-call", "1", "1")):
+        sess = export.session(out, threads=2, spinning=mode)
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spin
+        if stop is None:  # True keeps ORT's default: threads spin on after a call
+            with pytest.raises(Exception, match="does not have configuration"):
+                opts.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert opts.get_session_config_entry("session.force_spinning_stop") == stop
+        got = sess.run(None, feed)[0]
+        expected = got if expected is None else expected
+        np.testing.assert_array_equal(got, expected)  # threading never changes the numbers
+    with pytest.raises(ValueError, match="in-call"):
+        export.session(out, spinning="sometimes")
+
+
 def test_profile_nodes_times_every_node_the_runtime_runs(tiny_cnn, tmp_path):
     out = export.export_onnx(tiny_cnn, export.ExportConfig(path=tmp_path / "c.onnx"))
     feed = {"input": np.zeros((1, 1, 8, 8), np.float32)}

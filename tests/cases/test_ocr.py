@@ -1,6 +1,7 @@
 """The OCR case study: generated benchmark, metrics on hand-computed fixtures, the pipeline's
 pieces, the graph pass and int8 parity, and clear errors for bad images."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -330,3 +331,15 @@ def test_evaluation_scores_and_groups(engines):
         engines["int8"](b"")
     with pytest.raises(ocr.ImageTooLargeError):  # arrays are checked like bytes
         engines["int8"](np.zeros((12_000, 8, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_pipelines_are_timed_interleaved_per_image(engines):
+    images = [s.image for s in ocr.make_benchmark(2, seed=0, strength="low")]
+    calm = dataclasses.replace(engines["int8"].config, spinning=False)
+    t = ocr.time_pipelines({"in-call": engines["int8"], "never": calm}, images,
+                           repeats=2, warmup=0, block=2)
+    assert list(t) == ["in-call", "never"]
+    assert all(len(x.samples_ms) == 4 and x.p50 > 0 for x in t.values())  # repeats x block
+    with pytest.raises(ValueError, match="at least one image"):
+        ocr.time_pipelines({"never": calm}, [])

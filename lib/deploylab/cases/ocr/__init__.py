@@ -52,7 +52,7 @@ from .engine import (
                    quantize_models,
                    variant_configs,
 )
-from .evaluate import Evaluation, compare, evaluate, recognition_on_truth
+from .evaluate import Evaluation, compare, evaluate, recognition_on_truth, time_pipelines
 from .metrics import (
                    cer,
                    detection_scores,
@@ -73,5 +73,5 @@ __all__ = [
     "font_path", "fp16_graph", "gpu_status", "lcs_length", "load_image", "make_benchmark",
     "make_sample", "match", "model_paths", "model_size_mb", "optimize_graph", "pad_quad",
     "polygon_area", "polygon_iou", "prefetch", "quantize_models", "recognition_on_truth",
-    "recognition_scores", "variant_configs", "vocabulary",
+    "recognition_scores", "time_pipelines", "variant_configs", "vocabulary",
 ]

@@ -100,8 +100,11 @@ class OcrConfig:
         threads (int | None, default None): intra-op threads of both sessions; None with
             `default_session` lets ONNX Runtime choose (one per core), else 2.
         optimization (str, default "all"): ORT graph optimization level at load time.
-        spinning (bool, default False): idle ORT threads busy-wait (ORT's own default, and
-            the shipped baseline's): faster on cores of its own, costly beside a server.
+        spinning (bool | str, default False): idle ORT threads busy-wait. True: ORT's own
+            default (the shipped baseline's), which keeps spinning after each call, so the
+            detector's threads spin on the cores the recognizer then needs and back;
+            "in-call": spin only while a call runs (see `deploylab.export.session`), the
+            fastest here; False: never, the gentlest beside a server.
         default_session (bool, default False): plain `ort.InferenceSession(path)` with all
             of ONNX Runtime's defaults (the baseline), instead of `deploylab.export.session`.
         providers (tuple[str, ...] | None, default None): execution providers (CUDA,
@@ -118,7 +121,7 @@ class OcrConfig:
     rec_tolerance: float = 0.15
     threads: int | None = None
     optimization: str = "all"
-    spinning: bool = False
+    spinning: bool | str = False
     default_session: bool = False
     providers: tuple[str, ...] | None = None
     det_thresh: float = 0.3
@@ -627,13 +630,14 @@ VARIANTS = ("fp32", "fp32-optimized", "int8", "int8-batched")
 def variant_configs(calibration_samples: Sequence[Sample], *, det_side: int = 736,
                     det_limit: str = "min", rec_batch: int = 4,
                     quantize: Sequence[str] = ("det", "rec"), threads: int = 2,
-                    spinning: bool = False) -> dict[str, OcrConfig]:
+                    spinning: bool | str = "in-call") -> dict[str, OcrConfig]:
     """The four pipelines the case study compares, as configs.
 
     - `fp32`: the shipped models in a default `ort.InferenceSession`, one crop per call;
-    - `fp32-optimized`: the fused graphs (`optimize_graph`), explicit threads, no spinning
-      (what a pipeline sharing cores with a server wants; `spinning=True` lets the threads
-      busy-wait like the baseline's, faster on cores of their own);
+    - `fp32-optimized`: the fused graphs (`optimize_graph`), explicit threads whose idle
+      workers spin only while a call runs (`spinning`, see `OcrConfig`: ORT's default
+      spins on after each call, so the detector's threads and the recognizer's take each
+      other's cores; False never spins, for cores shared with other work);
     - `int8`: static int8 of the models named in `quantize` (calibrated on
       `calibration_samples`), the others fused fp32;
     - `int8-batched`: the same, crops batched by width (`rec_batch`).

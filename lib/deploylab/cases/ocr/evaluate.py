@@ -152,6 +152,30 @@ def _round_robin(engines: dict, images: list) -> dict:
     return {k: call(k) for k in engines}
 
 
+def time_pipelines(pipelines: dict, images: Sequence, *, repeats: int = 16, warmup: int = 1,
+                   max_time_s: float | None = 240, block: int = 4) -> dict:
+    """Latency per image of several pipelines, timed interleaved: each round runs every
+    pipeline on `block` images in a row (the next images of `images`, round robin), in a
+    shuffled order, with a rest after each block (see `measure.compare`).
+
+    Args:
+        pipelines (dict[str, OcrConfig | OcrEngine]): name -> config or built engine.
+        images (Sequence): what the engines read (arrays, paths, bytes).
+        repeats, warmup, max_time_s, block: the timed rounds (see `measure.compare`).
+
+    Returns:
+        dict[str, measure.Timing]: in the order of `pipelines`.
+    """
+    from ... import measure
+    from .engine import OcrEngine
+
+    if not images:
+        raise ValueError("time_pipelines() needs at least one image")
+    engines = {k: p if isinstance(p, OcrEngine) else OcrEngine(p) for k, p in pipelines.items()}
+    return measure.compare(_round_robin(engines, list(images)), warmup=warmup,
+                           repeats=repeats, max_time_s=max_time_s, block=block)
+
+
 def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
             repeats: int = 16, warmup: int = 1, baseline: str | None = None,
             max_time_s: float = 240, progress: bool = False, block: int = 4):
@@ -175,14 +199,12 @@ def compare(configs: dict, samples: Sequence[Sample], *, timing_images: int = 8,
     """
     import pandas as pd
 
-    from ... import measure
     from .engine import OcrEngine, model_size_mb
 
     engines = {k: OcrEngine(c) for k, c in configs.items()}
     evals = {k: evaluate(e, samples, progress=progress) for k, e in engines.items()}
-    images = [s.image for s in samples[:timing_images]]
-    timings = measure.compare(_round_robin(engines, images), warmup=warmup, repeats=repeats,
-                              max_time_s=max_time_s, block=block)
+    timings = time_pipelines(engines, [s.image for s in samples[:timing_images]],
+                             repeats=repeats, warmup=warmup, max_time_s=max_time_s, block=block)
     baseline = baseline or next(iter(configs))
     lines = np.mean([len(s.lines) for s in samples[:timing_images]])
     rows = []
