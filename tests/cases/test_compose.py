@@ -197,7 +197,16 @@ def test_the_trained_pair_is_cached_and_its_draft_is_smaller(pair):
 def test_the_onnx_decoder_generates_what_torch_generates(pair, prompts):
     dec = compose.OnnxDecoder(compose.export_decoder(pair.target), threads=1,
                               context=pair.target.config.max_position_embeddings)
+    draft = compose.OnnxDecoder(compose.export_decoder(pair.draft), threads=1,
+                                context=pair.draft.config.max_position_embeddings)
     for p in prompts:
-        assert dec.greedy(p, 10).ids == compose.kv_cache(pair.target, p, 10).ids
+        ref = compose.kv_cache(pair.target, p, 10).ids
+        assert dec.greedy(p, 10).ids == ref
+        for k in (1, 3):  # rejected guesses leave the pasts: the text stays the target's
+            spec = compose.speculative(dec, draft, p, 10, k=k)
+            assert spec.ids == ref and spec.proposed >= spec.accepted >= 0
+        assert compose.speculative(dec, pair.draft, p, 10).ids == ref  # any mix of runtimes
     with pytest.raises(ComposeError, match="the prompt is empty"):
         dec.greedy([], 4)
+    with pytest.raises(ComposeError, match="the prompt is empty"):
+        compose.speculative(dec, draft, [], 4)

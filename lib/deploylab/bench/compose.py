@@ -2,15 +2,17 @@
 speculative decoding, measured side by side.
 
 Variants: `naive-fp32` (baseline: no KV cache, the whole sequence recomputed per token),
-`kv-cache-fp32`, `kv-cache-int8` (fbgemm int8 dynamic), `speculative-int8` (the int8 target
-verifies 4 draft tokens per call), and beside them `speculative-fp32`, torchao weight-only
-int8 and int4 (skipped where its kernels do not run), and the ONNX Runtime greedy loop in
-fp32 and int8. The models are the kit's own (3 x 128 target, 1 x 64 draft, trained together
-on the standard library's source and cached). Throughput: generated tokens per second for
-32 new tokens at batch 1 from prompts of 192 tokens of held-out code, timed interleaved.
-Quality: next-line exact match on held-out files (also character accuracy and perplexity).
-Targets: speculative-int8 >= 4x the baseline's tokens/s with exact match >= 97% of the
-baseline's; kv-cache-int8 perplexity within 5% of kv-cache-fp32's.
+`kv-cache-fp32`, `kv-cache-int8` (fbgemm int8 dynamic), `speculative-int8` (the deployed
+form: the int8 target verifies K draft tokens per call, both models ONNX Runtime sessions),
+and beside them the same speculation in torch (`speculative-int8-torch`,
+`speculative-fp32`), torchao weight-only int8 and int4 (skipped where its kernels do not
+run), and the ONNX Runtime greedy loop in fp32 and int8. The models are the kit's own (3 x
+128 target, 1 x 64 draft, trained together on the standard library's source and cached).
+Throughput: generated tokens per second for 32 new tokens at batch 1 from prompts of 192
+tokens of held-out code, timed interleaved. Quality: next-line exact match on held-out files
+(also character accuracy and perplexity). Targets: speculative-int8 >= 4x the baseline's
+tokens/s with exact match >= 97% of the baseline's; kv-cache-int8 perplexity within 5% of
+kv-cache-fp32's.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ __all__ = [
 
 
 def prefetch():
-    """Train (or find cached) the full pair and export its ONNX decoders: what the notebook,
-    the bench and the server load."""
+    """Train (or find cached) the full pair and export its ONNX decoders (the target in fp32
+    and int8, the draft): what the notebook, the bench and the server load."""
     pair = train_pair(progress=False)
-    return [pair.folder, export_decoder(pair.target), export_decoder(pair.target, int8=True)]
+    return [pair.folder, export_decoder(pair.target), export_decoder(pair.target, int8=True),
+            export_decoder(pair.draft)]

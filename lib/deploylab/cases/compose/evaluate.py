@@ -24,8 +24,8 @@ from .runtime import OnnxDecoder, export_decoder, int8_dynamic, model_size_mb, w
 __all__ = ["ALL_VARIANTS", "ISSUE_VARIANTS", "Variant", "build_variants", "compare"]
 
 ISSUE_VARIANTS = ("naive-fp32", "kv-cache-fp32", "kv-cache-int8", "speculative-int8")
-ALL_VARIANTS = (*ISSUE_VARIANTS, "speculative-fp32", "weight-only-int8", "weight-only-int4",
-                "onnx-fp32", "onnx-int8")
+ALL_VARIANTS = (*ISSUE_VARIANTS, "speculative-int8-torch", "speculative-fp32",
+                "weight-only-int8", "weight-only-int4", "onnx-fp32", "onnx-int8")
 
 
 @dataclass
@@ -75,7 +75,7 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
 
     t, d = pair.target, pair.draft
     fp32_mb, draft_mb = model_size_mb(t), model_size_mb(d)
-    int8 = int8_dynamic(t) if any("int8" in n and "only" not in n and "onnx" not in n
+    int8 = int8_dynamic(t) if any(n in ("kv-cache-int8", "speculative-int8-torch")
                                   for n in names) else None
     out: dict[str, Variant] = {}
     for name in names:
@@ -89,9 +89,18 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
             out[name] = Variant(name, functools.partial(kv_cache, int8), int8,
                                 model_size_mb(int8), "int8 dynamic (fbgemm) with the cache")
         elif name == "speculative-int8":
+            # the deployed form: both models as ONNX Runtime sessions, the target int8
+            ctx = t.config.max_position_embeddings
+            t_path, d_path = export_decoder(t, int8=True), export_decoder(d)
+            target = OnnxDecoder(t_path, threads=threads, context=ctx)
+            out[name] = Variant(name, functools.partial(
+                speculative, target, OnnxDecoder(d_path, threads=threads, context=ctx), k=k),
+                _onnx_ppl(target), (t_path.stat().st_size + d_path.stat().st_size) / 1e6,
+                f"ONNX Runtime: the int8 target verifies {k} fp32 draft tokens per call")
+        elif name == "speculative-int8-torch":
             out[name] = Variant(name, functools.partial(speculative, int8, d, k=k), int8,
                                 model_size_mb(int8) + draft_mb,
-                                f"int8 target verifies {k} fp32 draft tokens per call")
+                                f"torch: the int8 target verifies {k} fp32 draft tokens per call")
         elif name == "speculative-fp32":
             out[name] = Variant(name, functools.partial(speculative, t, d, k=k), t,
                                 fp32_mb + draft_mb, f"fp32 target, {k} draft tokens per call")

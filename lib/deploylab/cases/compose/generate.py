@@ -231,6 +231,31 @@ def _feed(model, cache, ids: Sequence[int]) -> torch.Tensor:
                  use_cache=True).logits[0]
 
 
+class _TorchCache:
+    """A torch causal LM with its key/value cache, as speculative decoding drives it (the
+    ONNX Runtime twin is `runtime.OnnxDecoder.new_cache()`)."""
+
+    def __init__(self, model):
+        from transformers import DynamicCache
+
+        self.model, self.cache = model, DynamicCache()
+        self.context = _context(model)
+
+    def __len__(self) -> int:
+        return self.cache.get_seq_length()
+
+    def picks(self, ids: Sequence[int]) -> list[int]:
+        """Feed `ids` on top of the cache; the greedy pick after each of them."""
+        return _feed(self.model, self.cache, ids).argmax(-1).tolist()
+
+    def crop(self, keep: int) -> None:
+        _crop(self.cache, keep)
+
+
+def _new_cache(model):
+    return model.new_cache() if hasattr(model, "new_cache") else _TorchCache(model)
+
+
 @torch.no_grad()
 def speculative(target, draft, prompt_ids, max_new_tokens: int, *, k: int = 4,
                 stop: int | None = None, truncate: bool = False) -> Generation:
@@ -240,7 +265,8 @@ def speculative(target, draft, prompt_ids, max_new_tokens: int, *, k: int = 4,
     is the accepted tokens per target call.
 
     Args:
-        target, draft: causal LMs with the same tokenizer.
+        target, draft: causal LMs with the same tokenizer: torch models, or `OnnxDecoder`s
+            (ONNX Runtime sessions), in any mix.
         prompt_ids: one prompt.
         max_new_tokens (int): at most this many tokens.
         k (int, default 4): draft tokens per round.
@@ -250,36 +276,34 @@ def speculative(target, draft, prompt_ids, max_new_tokens: int, *, k: int = 4,
     Returns:
         Generation: with `proposed`, `accepted` (so `acceptance_rate`) and `target_calls`.
     """
-    from transformers import DynamicCache
-
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ComposeError(f"k (draft tokens per round) must be an int >= 1, got {k!r}")
-    (prompt,) = check_request(prompt_ids, max_new_tokens, _context(target), truncate=truncate)
-    t_cache, d_cache = DynamicCache(), DynamicCache()
+    t_cache, d_cache = _new_cache(target), _new_cache(draft)
+    (prompt,) = check_request(prompt_ids, max_new_tokens, t_cache.context, truncate=truncate)
     start = time.perf_counter()
-    seq = [*prompt, int(_feed(target, t_cache, prompt)[-1].argmax())]
+    seq = [*prompt, t_cache.picks(prompt)[-1]]
     ttft, calls, proposed, accepted = (time.perf_counter() - start) * 1e3, 1, 0, 0
     n_prompt = len(prompt)
     while len(seq) - n_prompt < max_new_tokens and seq[-1] != stop:
         # Invariant: both caches hold a prefix of seq; the last token is in neither.
         room = max_new_tokens - (len(seq) - n_prompt)
         guesses: list[int] = []
-        pending = seq[d_cache.get_seq_length():]
+        pending = seq[len(d_cache):]
         for _ in range(min(k, room - 1)):
-            guesses.append(int(_feed(draft, d_cache, pending)[-1].argmax()))
+            guesses.append(d_cache.picks(pending)[-1])
             pending = guesses[-1:]
             if guesses[-1] == stop:
                 break
-        # (len(guesses) + 1, V): the target's pick after the last token and after each guess
-        picks = _feed(target, t_cache, seq[-1:] + guesses).argmax(-1).tolist()
+        # the target's pick after the last token and after each guess, in one call
+        picks = t_cache.picks(seq[-1:] + guesses)
         calls += 1
         n = 0
         while n < len(guesses) and guesses[n] == picks[n]:
             n += 1
         proposed, accepted = proposed + len(guesses), accepted + n
         seq += [*guesses[:n], picks[n]]
-        _crop(t_cache, len(seq) - 1)
-        _crop(d_cache, len(seq) - 1)
+        t_cache.crop(len(seq) - 1)
+        d_cache.crop(len(seq) - 1)
     total = (time.perf_counter() - start) * 1e3
     new = seq[n_prompt:]
     if stop is not None and stop in new:

@@ -227,3 +227,32 @@ class OnnxDecoder:
     def __call__(self, prompt_ids, max_new_tokens: int, *, stop: int | None = None,
                  truncate: bool = False) -> Generation:
         return self.greedy(prompt_ids, max_new_tokens, stop=stop, truncate=truncate)
+
+    def new_cache(self) -> _OnnxCache:
+        """An empty key/value cache over this session, as `generate.speculative` drives it."""
+        return _OnnxCache(self)
+
+
+class _OnnxCache:
+    """The past key/values of one sequence, fed back to an `OnnxDecoder`'s session."""
+
+    def __init__(self, decoder: OnnxDecoder):
+        self.decoder, self.context, self.length = decoder, decoder.context, 0
+        empty = np.zeros((1, decoder.heads, 0, decoder.head_dim), np.float32)
+        self.pasts = dict.fromkeys(decoder.past_names, empty)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def picks(self, ids) -> list[int]:
+        """Feed `ids` on top of the pasts; the greedy pick after each of them."""
+        logits, *presents = self.decoder.session.run(
+            None, {"input_ids": np.asarray([list(ids)], np.int64), **self.pasts})
+        self.pasts = dict(zip(self.decoder.past_names, presents, strict=True))
+        self.length += len(ids)
+        return logits[0].argmax(-1).tolist()
+
+    def crop(self, keep: int) -> None:
+        if self.length > keep:  # a rejected guess: its positions leave the pasts
+            self.pasts = {n: np.ascontiguousarray(p[:, :, :keep]) for n, p in self.pasts.items()}
+            self.length = keep
