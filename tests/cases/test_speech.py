@@ -250,7 +250,7 @@ def test_smoothing_and_threshold_decide_what_fires(ds):
     assert d.word == "yes" and d.score == pytest.approx(0.6 * 3 / 9, abs=1e-6)
     assert spot.smooth == 9 and spot.threshold == 0.5  # the overrides did not stick
     for bad in ({"smooth": 0}, {"smooth": 2.5}, {"threshold": 0.0}, {"threshold": 1.5}):
-        with pytest.raises(ValueError, match="smooth|threshold"):
+        with pytest.raises(ValueError, match=r"smooth|threshold"):
             spot.decide(centres, post, **bad)
     with pytest.raises(ValueError, match="hop_s"):
         speech.StreamingSpotter(lambda x: None, labels, vad=False, hop_s=0.0)
