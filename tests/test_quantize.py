@@ -63,6 +63,21 @@ def test_ort_configs_write_a_close_model(name, bert_onnx, tmp_path):
     assert _cos(q.reference(bert_onnx), result, _feeds(2, seed=5)) > 0.95
 
 
+def test_weight_only_leaves_the_root_logger_as_it_was(bert_onnx, tmp_path, monkeypatch):
+    # ORT's matmul_nbits_quantizer calls logging.basicConfig(level=INFO) on import: a
+    # notebook then printed every httpx request on stderr
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    monkeypatch.delitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer",
+                        raising=False)
+    q.quantize(bert_onnx, q.WeightOnlyConfig(bits=4, path=tmp_path / "w4.onnx"))
+    assert root.handlers == [] and root.level == logging.WARNING
+
+
 def test_dynamic_int8_shrinks_the_file_and_uses_integer_kernels(bert_onnx, tmp_path):
     result = q.quantize(bert_onnx, q.DynamicInt8Config(path=tmp_path / "d.onnx"))
     assert result.size_ratio < 0.5

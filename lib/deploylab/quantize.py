@@ -695,10 +695,27 @@ def _chdir_tmp():
             os.chdir(old)
 
 
+@contextlib.contextmanager
+def _root_logging_kept():
+    """Undo what an import does to the root logger: ORT's `matmul_nbits_quantizer` calls
+    `logging.basicConfig(level=INFO)` when imported, after which every library's INFO lines
+    (httpx's requests, Ray's) reach a notebook's stderr."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
+
+
 @register(WeightOnlyConfig, "ort")
 def _ort_weight_only(model, config: WeightOnlyConfig) -> Quantized:
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with _root_logging_kept():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     src, _ = _onnx_source(model)
     tag = f"w{config.bits}-b{config.block_size}{'-sym' if config.symmetric else ''}"

@@ -210,3 +210,17 @@ def test_the_onnx_decoder_generates_what_torch_generates(pair, prompts):
         dec.greedy([], 4)
     with pytest.raises(ComposeError, match="the prompt is empty"):
         compose.speculative(dec, draft, [], 4)
+
+
+def test_the_int4_weight_only_decoder_runs_on_matmulnbits(pair, prompts):
+    import onnx
+
+    fp32 = compose.export_decoder(pair.target)
+    w4 = compose.export_decoder(pair.target, weight_only_bits=4)
+    ops = {n.op_type for n in onnx.load(str(w4)).graph.node}
+    assert "MatMulNBits" in ops and w4.stat().st_size < fp32.stat().st_size
+    dec = compose.OnnxDecoder(w4, threads=1, context=pair.target.config.max_position_embeddings)
+    out = dec.greedy(prompts[0], 6)
+    assert len(out.ids[0]) == 6 and all(0 <= i < pair.target.config.vocab_size for i in out.ids[0])
+    with pytest.raises(ComposeError, match="not both"):
+        compose.export_decoder(pair.target, int8=True, weight_only_bits=4)

@@ -25,7 +25,8 @@ __all__ = ["ALL_VARIANTS", "ISSUE_VARIANTS", "Variant", "build_variants", "compa
 
 ISSUE_VARIANTS = ("naive-fp32", "kv-cache-fp32", "kv-cache-int8", "speculative-int8")
 ALL_VARIANTS = (*ISSUE_VARIANTS, "speculative-int8-torch", "speculative-fp32",
-                "weight-only-int8", "weight-only-int4", "onnx-fp32", "onnx-int8")
+                "weight-only-int8", "weight-only-int4", "onnx-fp32", "onnx-int8",
+                "onnx-weight-only-int4")
 
 
 @dataclass
@@ -114,11 +115,14 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
                 out[name] = Variant(name, None, None, None, f"torchao int{bits} weight-only",
                                     skipped=str(e))
         elif name.startswith("onnx-"):
-            path = export_decoder(t, int8=name == "onnx-int8")
+            bits = 4 if name == "onnx-weight-only-int4" else None
+            path = export_decoder(t, int8=name == "onnx-int8", weight_only_bits=bits)
             dec = OnnxDecoder(path, threads=threads, context=t.config.max_position_embeddings)
             out[name] = Variant(name, dec.greedy, _onnx_ppl(dec), path.stat().st_size / 1e6,
                                 "ONNX Runtime greedy loop with past key/values" +
-                                (", int8 dynamic MatMuls" if "int8" in name else ""))
+                                {"onnx-int8": ", int8 dynamic MatMuls",
+                                 "onnx-weight-only-int4": ", int4 weight-only MatMulNBits"
+                                 }.get(name, ""))
         else:
             raise ValueError(f"unknown variant {name!r}; known: {', '.join(ALL_VARIANTS)}")
     return out

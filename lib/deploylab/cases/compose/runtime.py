@@ -1,6 +1,6 @@
 """Making the decoder cheaper to run: int8 dynamic quantization, int8/int4 weight-only
 quantization, and ONNX export with past key/values driven by a greedy loop over an ONNX
-Runtime session.
+Runtime session (in fp32, dynamic int8, or int4/int8 weight-only `MatMulNBits`).
 
 Which int8 path, and why:
 - `int8_dynamic` uses `torch.ao.quantization.quantize_dynamic` (fbgemm kernels). That API is
@@ -130,19 +130,25 @@ def _digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def export_decoder(model, path: str | Path | None = None, *, int8: bool = False) -> Path:
+def export_decoder(model, path: str | Path | None = None, *, int8: bool = False,
+                   weight_only_bits: int | None = None) -> Path:
     """Export a causal LM with past key/values to ONNX (cached by the weights' digest), with
     a parity check against torch on a prefill and a cached step; `int8=True` adds ONNX
-    Runtime dynamic int8 quantization of its MatMuls (`deploylab.quantize`).
+    Runtime dynamic int8 quantization of its MatMuls, `weight_only_bits=4` (or 8) stores
+    their weights in 4 (8) bits per block of 32 for ORT's `MatMulNBits`, the activations
+    staying float (both through `deploylab.quantize`).
 
     Args:
         model: a transformers causal LM with a `DynamicCache` (LLaMA-style here).
         path (str | Path | None, default None): output file; None caches by weight digest.
         int8 (bool, default False): also quantize (returns the int8 file).
+        weight_only_bits (int | None, default None): 4 or 8: weight-only instead.
 
     Returns:
         Path: the .onnx file.
     """
+    if int8 and weight_only_bits:
+        raise ComposeError("pick one of int8 (dynamic) and weight_only_bits, not both")
     from transformers import DynamicCache  # noqa: F401  (imported for the tracer's sake)
 
     layers, heads, head_dim = _shape(model)
@@ -163,10 +169,12 @@ def export_decoder(model, path: str | Path | None = None, *, int8: bool = False)
                               input_names=["input_ids", *names], output_names=outs,
                               dynamic_axes=axes, opset_version=17)
         _parity(model, out)
-    if not int8:
-        return out
     from ... import quantize as q
 
+    if weight_only_bits:
+        return q.quantize(out, q.WeightOnlyConfig(bits=weight_only_bits)).path
+    if not int8:
+        return out
     return q.quantize(out, q.DynamicInt8Config.for_this_cpu(op_types=("MatMul", "Gemm"))).path
 
 
