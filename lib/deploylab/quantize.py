@@ -509,14 +509,19 @@ def _write(out: Path, src: Path, make: Callable[[Path], None]) -> Path:
 @contextlib.contextmanager
 def _quiet():
     """ONNX Runtime's quantizer logs advice on the root logger at WARNING; keep it out of
-    notebooks (the advice, pre-processing, is what the export optimizer already did)."""
+    notebooks (the advice, pre-processing, is what the export optimizer already did). The
+    root logger leaves as it came: `matmul_nbits_quantizer` calls
+    `logging.basicConfig(level=INFO)` on import, after which every library's INFO lines
+    (httpx's requests, Ray's) would reach a notebook's stderr."""
     root = logging.getLogger()
-    old = root.level
+    old, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.setLevel(old)
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
 
 
 def _reduce(flag: bool | None) -> bool:
@@ -695,26 +700,11 @@ def _chdir_tmp():
             os.chdir(old)
 
 
-@contextlib.contextmanager
-def _root_logging_kept():
-    """Undo what an import does to the root logger: ORT's `matmul_nbits_quantizer` calls
-    `logging.basicConfig(level=INFO)` when imported, after which every library's INFO lines
-    (httpx's requests, Ray's) reach a notebook's stderr."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-        for h in [h for h in root.handlers if h not in handlers]:
-            root.removeHandler(h)
-
-
 @register(WeightOnlyConfig, "ort")
 def _ort_weight_only(model, config: WeightOnlyConfig) -> Quantized:
     import onnx
 
-    with _root_logging_kept():
+    with _quiet():
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     src, _ = _onnx_source(model)

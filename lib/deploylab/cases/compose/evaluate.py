@@ -52,9 +52,7 @@ def _onnx_ppl(decoder: OnnxDecoder):
             self.logits = logits
 
     def call(input_ids, use_cache=False):
-        empty = np.zeros((1, decoder.heads, 0, decoder.head_dim), np.float32)
-        rows = [decoder.session.run(["logits"], {"input_ids": row[None], **{
-            n: empty for n in decoder.past_names}})[0][0] for row in input_ids.numpy()]
+        rows = [decoder.new_cache().logits(row) for row in input_ids.numpy()]
         return _Out(torch.from_numpy(np.stack(rows)))  # the graph's batch is 1
     return call
 
@@ -78,6 +76,12 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
     fp32_mb, draft_mb = model_size_mb(t), model_size_mb(d)
     int8 = int8_dynamic(t) if any(n in ("kv-cache-int8", "speculative-int8-torch")
                                   for n in names) else None
+    ctx = t.config.max_position_embeddings
+
+    @functools.cache  # one session per file: speculative-int8 and onnx-int8 share the target
+    def decoder(path) -> OnnxDecoder:
+        return OnnxDecoder(path, threads=threads, context=ctx)
+
     out: dict[str, Variant] = {}
     for name in names:
         if name == "naive-fp32":
@@ -91,12 +95,10 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
                                 model_size_mb(int8), "int8 dynamic (fbgemm) with the cache")
         elif name == "speculative-int8":
             # the deployed form: both models as ONNX Runtime sessions, the target int8
-            ctx = t.config.max_position_embeddings
             t_path, d_path = export_decoder(t, int8=True), export_decoder(d)
-            target = OnnxDecoder(t_path, threads=threads, context=ctx)
             out[name] = Variant(name, functools.partial(
-                speculative, target, OnnxDecoder(d_path, threads=threads, context=ctx), k=k),
-                _onnx_ppl(target), (t_path.stat().st_size + d_path.stat().st_size) / 1e6,
+                speculative, decoder(t_path), decoder(d_path), k=k),
+                _onnx_ppl(decoder(t_path)), (t_path.stat().st_size + d_path.stat().st_size) / 1e6,
                 f"ONNX Runtime: the int8 target verifies {k} fp32 draft tokens per call")
         elif name == "speculative-int8-torch":
             out[name] = Variant(name, functools.partial(speculative, int8, d, k=k), int8,
@@ -117,7 +119,7 @@ def build_variants(pair, names: Sequence[str] = ISSUE_VARIANTS, *, k: int = 4,
         elif name.startswith("onnx-"):
             bits = 4 if name == "onnx-weight-only-int4" else None
             path = export_decoder(t, int8=name == "onnx-int8", weight_only_bits=bits)
-            dec = OnnxDecoder(path, threads=threads, context=t.config.max_position_embeddings)
+            dec = decoder(path)
             out[name] = Variant(name, dec.greedy, _onnx_ppl(dec), path.stat().st_size / 1e6,
                                 "ONNX Runtime greedy loop with past key/values" +
                                 {"onnx-int8": ", int8 dynamic MatMuls",

@@ -216,19 +216,16 @@ class OnnxDecoder:
                truncate: bool = False) -> Generation:
         """As `generate.kv_cache` (greedy, batch 1), through ONNX Runtime."""
         (prompt,) = check_request(prompt_ids, max_new_tokens, self.context, truncate=truncate)
-        empty = np.zeros((1, self.heads, 0, self.head_dim), np.float32)
-        feeds = {n: empty for n in self.past_names}
+        cache = self.new_cache()
         start, new, ttft = time.perf_counter(), [], 0.0
-        ids = np.asarray([prompt], np.int64)
+        ids = prompt
         while len(new) < max_new_tokens:
-            logits, *presents = self.session.run(None, {"input_ids": ids, **feeds})
-            nxt = int(logits[0, -1].argmax())
+            nxt = cache.picks(ids)[-1]
             ttft = ttft or (time.perf_counter() - start) * 1e3
             new.append(nxt)
             if nxt == stop:
                 break
-            feeds = dict(zip(self.past_names, presents, strict=True))
-            ids = np.asarray([[nxt]], np.int64)
+            ids = [nxt]
         return Generation([new], ttft, (time.perf_counter() - start) * 1e3,
                           target_calls=len(new))
 
@@ -252,13 +249,17 @@ class _OnnxCache:
     def __len__(self) -> int:
         return self.length
 
-    def picks(self, ids) -> list[int]:
-        """Feed `ids` on top of the pasts; the greedy pick after each of them."""
+    def logits(self, ids) -> np.ndarray:
+        """Feed `ids` on top of the pasts; (len(ids), V) logits, the pasts extended."""
         logits, *presents = self.decoder.session.run(
             None, {"input_ids": np.asarray([list(ids)], np.int64), **self.pasts})
         self.pasts = dict(zip(self.decoder.past_names, presents, strict=True))
         self.length += len(ids)
-        return logits[0].argmax(-1).tolist()
+        return logits[0]
+
+    def picks(self, ids) -> list[int]:
+        """Feed `ids` on top of the pasts; the greedy pick after each of them."""
+        return self.logits(ids).argmax(-1).tolist()
 
     def crop(self, keep: int) -> None:
         if self.length > keep:  # a rejected guess: its positions leave the pasts
