@@ -1,6 +1,7 @@
 """`deploylab bench serve --smoke`: the JSON is complete and consistent (never timings)."""
 
 import json
+import os
 
 import pytest
 
@@ -18,7 +19,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     names = [v["name"] for v in data["variants"]]
     # on a fresh local Ray the replica has its own endpoint, so the proxy's hop is shown too
     assert data["endpoint"] == "replica (direct ingress)"
-    assert names == ["no-batching", "dynamic-batching", "dynamic-batching-proxy", "in-process"]
+    per_core = ["no-batching-per-core", "dynamic-batching-per-core"] if os.cpu_count() > 1 else []
+    assert names == ["no-batching", "dynamic-batching", "dynamic-batching-proxy", *per_core,
+                     "in-process"]
     for v in data["variants"]:
         for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_per_s",
                     "size_mb", "errors"):
@@ -30,6 +33,15 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
     assert served[1]["max_batch_size"] == served[2]["max_batch_size"] > 1
     assert [v["endpoint"] for v in served] == [data["endpoint"]] * 2 + ["proxy"]
-    assert set(data["targets"]) >= {"throughput_vs_no_batching", "p99_vs_no_batching",
-                                    "fraction_of_in_process", "errors", "met"}
+    keys = {"throughput_vs_no_batching", "p99_vs_no_batching", "fraction_of_in_process",
+            "errors", "met"}
+    assert set(data["targets"]) >= keys and set(data["targets"]["one_replica"]) == keys
+    if per_core:  # one replica per core, one thread each, clients spread over them
+        two = {v["name"]: v for v in data["variants"]}
+        assert set(data["targets"]["per_core"]) == keys
+        for name in per_core:
+            assert two[name]["replicas"] == os.cpu_count() and two[name]["requests"] > 0
+            assert two[name]["threads_per_replica"] == 1
+        assert two["no-batching-per-core"]["speedup_vs_baseline"] == 1.0
+        assert two["dynamic-batching-per-core"]["max_batch_size"] == 16 // os.cpu_count()
     assert data["clean_shutdown"] is True

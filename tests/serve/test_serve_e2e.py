@@ -242,6 +242,17 @@ def test_a_sweep_can_aim_at_a_replica_directly(server):
     row = table.iloc[0]
     assert row["setting"] == "direct" and row["concurrency"] == 2 and row["errors"] == 0
     assert row["throughput_per_s"] > 0 and row["mean_batch_size"] >= 1
+    # "replicas": every replica's own endpoint, looked up after each change; the metadata
+    # reports the batching in force, not the one the server started with
+    smaller = {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}
+    spread = load.sweep(server, "text", [load.text_request("open a file")],
+                        settings={"both": smaller}, concurrencies=[4], duration_s=0.5,
+                        warmup_s=0.2, url="replicas").iloc[0]
+    assert spread["errors"] == 0 and spread["throughput_per_s"] > 0
+    for url in server.replica_urls():
+        with Client(url) as direct:
+            params = direct.metadata("text")["parameters"]
+        assert params["max_batch_size"] == 4 and params["batch_wait_timeout_s"] == 0.01
 
 
 def test_clean_shutdown_leaves_no_process_or_port(server):

@@ -40,18 +40,20 @@ def _batch_stats(text: str) -> tuple[float, float]:
     return count, rows
 
 
-def _served(server, bodies, duration_s: float, rounds: int) -> tuple[dict, str]:
+def _served(server, bodies, duration_s: float, rounds: int, batch: int,
+            suffix: str = "") -> tuple[dict, str]:
     """Closed-loop runs of the served variants, alternated over `rounds` so that drift of
-    this shared machine hits all alike. The batching variants talk to the replica directly
-    (Serve's direct ingress) where it has its own endpoint; `dynamic-batching-proxy` goes
-    through Serve's proxy, to show what that hop costs."""
+    this shared machine hits all alike. The batching variants talk to the replicas directly
+    (Serve's direct ingress, clients spread over them) where they have their own endpoints;
+    `dynamic-batching-proxy` goes through Serve's proxy, to show what that hop costs."""
     from ..serve import load
 
     direct = server.replica_urls()
-    url = direct[0] if direct else server.url
-    configs = {"no-batching": (1, 0.0, url), "dynamic-batching": (BATCH, WAIT_S, url)}
-    if direct:
-        configs["dynamic-batching-proxy"] = (BATCH, WAIT_S, server.url)
+    url = direct or server.url
+    configs = {f"no-batching{suffix}": (1, 0.0, url),
+               f"dynamic-batching{suffix}": (batch, WAIT_S, url)}
+    if direct and not suffix:
+        configs["dynamic-batching-proxy"] = (batch, WAIT_S, server.url)
     records: dict[str, list] = {k: [] for k in configs}
     batches = dict.fromkeys(configs, (0.0, 0.0))
     client = server.client()
@@ -80,13 +82,33 @@ def _merged(results) -> dict:
     return merged.summary()
 
 
+def _targets(by_name: dict, suffix: str) -> dict:
+    dyn = by_name[f"dynamic-batching{suffix}"]
+    t = {"throughput_vs_no_batching": dyn["speedup_vs_baseline"],
+         "p99_vs_no_batching": dyn["p99_vs_baseline"],
+         "fraction_of_in_process": dyn["fraction_of_in_process"],
+         "errors": sum(by_name[f"{k}{suffix}"]["errors"]
+                       for k in ("no-batching", "dynamic-batching"))}
+    t["met"] = bool(t["throughput_vs_no_batching"] >= 1.5 and t["p99_vs_no_batching"] <= 2.0
+                    and t["fraction_of_in_process"] >= 0.6 and t["errors"] == 0)
+    return t
+
+
 def run(smoke: bool = False) -> BenchResult:
-    """Variants `no-batching` (baseline: max batch 1), `dynamic-batching` (max batch 16,
-    5 ms wait), `dynamic-batching-proxy` (the same through Serve's proxy, when the replica
-    has its own endpoint) and `in-process` (the same runner called directly at its best
-    batch size: the ceiling). 16 closed-loop clients send one query (8-32 tokens) per request to one
-    replica with all cores; throughput is queries/s, latency per request (ms) including
-    HTTP; quality is the worst cosine of each variant's embeddings to fp32 in-process ones.
+    """Two deployments of the same model, each measured with and without batching:
+
+    - one replica with every core: variants `no-batching` (baseline: max batch 1),
+      `dynamic-batching` (max batch 16, 5 ms wait) and `dynamic-batching-proxy` (the same
+      through Serve's proxy, when the replica has its own endpoint);
+    - one replica per core, one thread each (`-per-core`), the 16 clients spread over the
+      replicas' own endpoints, max batch 16 / replicas: `no-batching-per-core` (its
+      baseline) and `dynamic-batching-per-core`;
+
+    and `in-process`: the same runner called directly with every core at its best batch
+    size, the ceiling. 16 closed-loop clients send one query (8-32 tokens) per request;
+    throughput is queries/s, latency per request (ms) including HTTP; quality is the worst
+    cosine of each variant's embeddings to fp32 in-process ones. `targets` judges each
+    deployment against its own baseline (`one_replica`, `per_core`).
     """
     from ..serve import load, start, zoo
 
@@ -107,52 +129,65 @@ def run(smoke: bool = False) -> BenchResult:
     inproc_emb = runner.run([runner.prepare(req)])[0]["embedding"]
     del runner
     bodies = [load.text_request(t) for t in texts]
-    with start(int8, num_replicas=1, threads=threads) as server:
-        served, endpoint = _served(server, bodies, duration, rounds)
-        served_emb = server.client().embed("minilm", sample)
-    leftovers = server.leftovers
-    quality = {name: float(measure.cosine(reference, emb).min())
-               for name, emb in (("served", served_emb), ("in-process", inproc_emb))}
-    base = _merged(served["no-batching"][0])
-    variants = []
-    for name, (results, (batches, rows)) in served.items():
+    # (suffix, replicas, threads per replica, max batch)
+    deployments = [("", 1, threads, BATCH)]
+    if threads > 1:
+        deployments.append(("-per-core", threads, 1, max(1, CONCURRENCY // threads)))
+    served, quality, leftovers = {}, {}, []
+    for suffix, replicas, per_replica, batch in deployments:
+        with start(int8, num_replicas=replicas, threads=per_replica) as server:
+            runs, endpoint = _served(server, bodies, duration, rounds, batch, suffix)
+            emb = server.client().embed("minilm", sample, batch_size=batch)
+        for name, res in runs.items():
+            served[name] = (*res, replicas, per_replica, batch)
+        leftovers += server.leftovers
+        quality[suffix] = float(measure.cosine(reference, emb).min())
+    quality_inproc = float(measure.cosine(reference, inproc_emb).min())
+    variants, extras = [], {}
+    for name, (results, (batches, rows), replicas, per_replica, batch) in served.items():
+        suffix = "-per-core" if name.endswith("-per-core") else ""
         s = _merged(results)
+        base = _merged(served[f"no-batching{suffix}"][0])
+        unbatched = name.startswith("no-batching")
+        extras[name] = {
+            "latency_ms_p99": s["latency_ms_p99"], "requests": s["requests"],
+            "errors": s["errors"], "errors_by_status": s["errors_by_status"],
+            "endpoint": "proxy" if name.endswith("-proxy") else endpoint,
+            "replicas": replicas, "threads_per_replica": per_replica,
+            "concurrency": CONCURRENCY, "max_batch_size": 1 if unbatched else batch,
+            "batch_wait_ms": 0.0 if unbatched else WAIT_S * 1e3,
+            "mean_batch_size": rows / batches if batches else None,
+            "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
+            "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"],
+            "fraction_of_in_process": s["throughput_per_s"] / best.throughput_per_s}
         variants.append(Variant(
             name=name, latency_ms_p50=s["latency_ms_p50"], latency_ms_p90=s["latency_ms_p90"],
             throughput_per_s=s["throughput_per_s"], size_mb=os.path.getsize(int8.model) / 1e6,
-            quality={"metric": "cosine_to_fp32_min", "value": quality["served"]},
-            extra={"latency_ms_p99": s["latency_ms_p99"], "requests": s["requests"],
-                   "errors": s["errors"], "errors_by_status": s["errors_by_status"],
-                   "endpoint": "proxy" if name.endswith("-proxy") else endpoint,
-                   "concurrency": CONCURRENCY, "max_batch_size": 1 if name == "no-batching"
-                   else BATCH, "batch_wait_ms": 0.0 if name == "no-batching" else WAIT_S * 1e3,
-                   "mean_batch_size": rows / batches if batches else None,
-                   "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
-                   "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"],
-                   "fraction_of_in_process": s["throughput_per_s"] / best.throughput_per_s}))
+            quality={"metric": "cosine_to_fp32_min", "value": quality[suffix]},
+            extra=extras[name]))
+    base = _merged(served["no-batching"][0])
     variants.append(Variant(
         name="in-process", latency_ms_p50=best.p50, latency_ms_p90=best.p90,
         throughput_per_s=best.throughput_per_s, size_mb=os.path.getsize(int8.model) / 1e6,
-        quality={"metric": "cosine_to_fp32_min", "value": quality["in-process"]},
+        quality={"metric": "cosine_to_fp32_min", "value": quality_inproc},
         extra={"latency_ms_p99": best.p99, "requests": len(best.samples_ms), "errors": 0,
                "batch_size": best.batch_size, "latency_unit": "one batch call",
+               "threads": threads,
                "throughput_by_batch": {t.batch_size: t.throughput_per_s
                                        for t in timings.values()},
                "speedup_vs_baseline": best.throughput_per_s / base["throughput_per_s"]}))
-    dyn = next(v for v in variants if v.name == "dynamic-batching").extra
-    targets = {"throughput_vs_no_batching": dyn["speedup_vs_baseline"],
-               "p99_vs_no_batching": dyn["p99_vs_baseline"],
-               "fraction_of_in_process": dyn["fraction_of_in_process"],
-               "errors": sum(v.extra["errors"] for v in variants)}
-    targets["met"] = bool(targets["throughput_vs_no_batching"] >= 1.5
-                          and targets["p99_vs_no_batching"] <= 2.0
-                          and targets["fraction_of_in_process"] >= 0.6
-                          and targets["errors"] == 0)
+    # the issue's targets, judged per deployment; flat keys are the one-replica deployment's
+    targets = {**_targets(extras, ""), "one_replica": _targets(extras, "")}
+    if len(deployments) > 1:
+        targets["per_core"] = _targets(extras, "-per-core")
     return BenchResult(
         suite="serve", smoke=smoke, hardware=measure.fingerprint(), baseline="no-batching",
         variants=variants,
-        extra={"model": "all-MiniLM-L6-v2 ONNX int8 (dynamic)", "replicas": 1,
-               "threads_per_replica": threads, "duration_s_per_run": duration,
+        extra={"model": "all-MiniLM-L6-v2 ONNX int8 (dynamic)",
+               "deployments": [{"variants": f"*{sfx}" if sfx else "one replica",
+                                "replicas": r, "threads_per_replica": t, "max_batch_size": b}
+                               for sfx, r, t, b in deployments],
+               "duration_s_per_run": duration,
                "rounds": rounds, "query_tokens": [8, 32], "endpoint": endpoint,
                "targets": targets,
                "clean_shutdown": leftovers == [], "leftovers": leftovers})

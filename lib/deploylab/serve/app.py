@@ -62,12 +62,13 @@ class ModelServer:
 
     def __init__(self, specs, settings: dict, store=None):
         self.settings = settings
-        self.runners, self.versions, self.batchers, self.max_rows = {}, {}, {}, {}
+        self.runners, self.versions, self.batchers, self.max_rows, self.waits = {}, {}, {}, {}, {}
         for spec in specs:
             runner = spec.build(settings.get("threads"))
             self.runners[spec.key] = runner
             self.versions.setdefault(spec.name, []).append(spec.version)
             self.max_rows[spec.key] = spec.max_batch_size
+            self.waits[spec.key] = spec.batch_wait_timeout_s
             self.batchers[spec.key] = self._batcher(runner)
         for vs in self.versions.values():
             vs.sort(key=_version_key)
@@ -105,6 +106,7 @@ class ModelServer:
                 self.max_rows[key] = int(config["max_batch_size"])
             if config.get("batch_wait_timeout_s") is not None:
                 batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+                self.waits[key] = float(config["batch_wait_timeout_s"])
 
     # ------------------------------------------------------------------ helpers
 
@@ -185,7 +187,10 @@ class ModelServer:
             runner = self._lookup(name, version)
         except ProtocolError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
-        return JSONResponse({**runner.metadata(), "versions": self.versions[name]})
+        meta = runner.metadata()  # with the batching in force now (`reconfigure` changes it)
+        meta["parameters"].update(max_batch_size=self.max_rows[runner.spec.key],
+                                  batch_wait_timeout_s=self.waits[runner.spec.key])
+        return JSONResponse({**meta, "versions": self.versions[name]})
 
     # ------------------------------------------------------------------- routes
 

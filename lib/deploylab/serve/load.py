@@ -104,13 +104,20 @@ class LoadResult:
                             columns=["t_s", "latency_ms", "status", "error"])
 
 
-def _target(url: str, model: str, version: str | None, allow_remote: bool) -> str:
-    host = urlparse(url).hostname
-    if host not in _LOOPBACK and not allow_remote:
-        raise ValueError(f"load generators aim at this machine only (127.0.0.1), not {host!r};"
-                         " pass allow_remote=True for a server you own")
+def _targets(url: str | Sequence[str], model: str, version: str | None,
+             allow_remote: bool) -> list[str]:
+    """The infer URL on each server; several servers share the load in turn (client-side
+    balancing, as over the replicas' own endpoints: `server.replica_urls()`)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("give a server URL (or a list of them)")
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-    return url.rstrip("/") + path
+    for u in urls:
+        host = urlparse(u).hostname
+        if host not in _LOOPBACK and not allow_remote:
+            raise ValueError(f"load generators aim at this machine only (127.0.0.1), not "
+                             f"{host!r}; pass allow_remote=True for a server you own")
+    return [u.rstrip("/") + path for u in urls]
 
 
 def _check(bodies, duration_s: float, max_requests: int | None) -> list[bytes]:
@@ -153,7 +160,7 @@ def _schedule(loop, start: float, events: Mapping[float, Callable[[], object]] |
             for at, fn in (events or {}).items()]
 
 
-def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
+def closed_loop(url: str | Sequence[str], model: str, bodies: Sequence[bytes | dict], *,
                 concurrency: int = 16, duration_s: float = 10.0,
                 max_requests: int | None = None, version: str | None = None,
                 timeout_s: float = 30.0, events: Mapping[float, Callable] | None = None,
@@ -161,7 +168,9 @@ def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
     """N concurrent clients, each sending its next request when the last is answered.
 
     Args:
-        url (str): the server, e.g. `server.url`.
+        url (str | Sequence[str]): the server, e.g. `server.url`; or several (e.g. the
+            replicas' own endpoints, `server.replica_urls()`), client i aiming at the i-th
+            in turn: client-side balancing, with no proxy hop.
         model (str): the model name.
         bodies (Sequence[bytes | dict]): request bodies, used in turn.
         concurrency (int, default 16): clients.
@@ -176,7 +185,7 @@ def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
     Returns:
         LoadResult.
     """
-    target = _target(url, model, version, allow_remote)
+    targets = _targets(url, model, version, allow_remote)
     payloads = _check(bodies, duration_s, max_requests)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -193,7 +202,7 @@ def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
             start = time.perf_counter()
             handles = _schedule(asyncio.get_running_loop(), start, events)
 
-            async def client():
+            async def client(target: str):
                 while time.perf_counter() - start < duration_s:
                     i = next(counter)
                     if i >= limit:
@@ -201,7 +210,8 @@ def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
                     await _send(session, target, payloads[i % len(payloads)], start,
                                 time.perf_counter(), records)
 
-            await asyncio.gather(*(client() for _ in range(concurrency)))
+            await asyncio.gather(*(client(targets[c % len(targets)])
+                                   for c in range(concurrency)))
             for h in handles:
                 h.cancel()
             return LoadResult("closed", time.perf_counter() - start, records,
@@ -210,8 +220,8 @@ def closed_loop(url: str, model: str, bodies: Sequence[bytes | dict], *,
     return _run(main)
 
 
-def open_loop(url: str, model: str, bodies: Sequence[bytes | dict], *, rate: float = 50.0,
-              duration_s: float = 10.0, max_requests: int | None = None,
+def open_loop(url: str | Sequence[str], model: str, bodies: Sequence[bytes | dict], *,
+              rate: float = 50.0, duration_s: float = 10.0, max_requests: int | None = None,
               version: str | None = None, poisson: bool = False, seed: int = 0,
               max_in_flight: int = 512, timeout_s: float = 30.0,
               events: Mapping[float, Callable] | None = None,
@@ -225,12 +235,12 @@ def open_loop(url: str, model: str, bodies: Sequence[bytes | dict], *, rate: flo
         seed (int, default 0): seed of the Poisson gaps.
         max_in_flight (int, default 512): most unanswered requests; beyond it sends wait
             (and count as late), which bounds memory when the server falls behind.
-        The other arguments are as in `closed_loop`.
+        The other arguments are as in `closed_loop` (several URLs take requests in turn).
 
     Returns:
         LoadResult (with `late`: requests that left after their planned time).
     """
-    target = _target(url, model, version, allow_remote)
+    targets = _targets(url, model, version, allow_remote)
     payloads = _check(bodies, duration_s, max_requests)
     if not 0 < rate <= 10_000:
         raise ValueError(f"rate must be in (0, 10000] requests/s, got {rate!r}")
@@ -254,8 +264,8 @@ def open_loop(url: str, model: str, bodies: Sequence[bytes | dict], *, rate: flo
 
             async def one(i: int, due: float):
                 async with gate:
-                    await _send(session, target, payloads[i % len(payloads)], start,
-                                start + due, records)
+                    await _send(session, targets[i % len(targets)],
+                                payloads[i % len(payloads)], start, start + due, records)
 
             tasks = []
             for i, due in enumerate(planned):
@@ -286,7 +296,7 @@ def _batches(text: str, model: str) -> tuple[float, float]:
 def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
           settings: Mapping[str, Mapping], concurrencies: Sequence[int] = (16,),
           duration_s: float = 5.0, warmup_s: float = 1.0, version: str | None = None,
-          url: str | None = None):
+          url: str | Sequence[str] | None = None):
     """Closed-loop runs over server settings x concurrency levels, one after another on
     the same server (settings applied with `server.configure`, no restart).
 
@@ -300,9 +310,10 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
         duration_s (float, default 5): each measured run.
         warmup_s (float, default 1): an unmeasured run after each change.
         version (str | None, default None): the model version.
-        url (str | None, default None): where the load goes; None: `server.url` (the
-            proxy). A replica's own endpoint (`server.replica_urls()`) skips the proxy's
-            hop; it changes when replicas are replaced, so keep the replica count fixed.
+        url (str | Sequence[str] | None, default None): where the load goes; None:
+            `server.url` (the proxy). The replicas' own endpoints (`server.replica_urls()`)
+            skip the proxy's hop; they change when replicas are replaced, so keep the
+            replica count fixed, or pass "replicas" to look them up after each change.
 
     Returns:
         pandas.DataFrame: one row per (setting, concurrency): throughput_per_s,
@@ -316,6 +327,8 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
     rows = []
     for label, config in settings.items():
         server.configure(**config)
+        if url == "replicas":
+            target = server.replica_urls()
         for c in concurrencies:
             closed_loop(target, model, bodies, concurrency=c, duration_s=warmup_s,
                         version=version)
