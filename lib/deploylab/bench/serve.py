@@ -133,49 +133,46 @@ def run(smoke: bool = False) -> BenchResult:
     deployments = [("", 1, threads, BATCH)]
     if threads > 1:
         deployments.append(("-per-core", threads, 1, max(1, CONCURRENCY // threads)))
-    served, quality, leftovers = {}, {}, []
+    size_mb = os.path.getsize(int8.model) / 1e6
+    variants, extras, leftovers = [], {}, []
     for suffix, replicas, per_replica, batch in deployments:
         with start(int8, num_replicas=replicas, threads=per_replica) as server:
             runs, endpoint = _served(server, bodies, duration, rounds, batch, suffix)
             emb = server.client().embed("minilm", sample, batch_size=batch)
-        for name, res in runs.items():
-            served[name] = (*res, replicas, per_replica, batch)
         leftovers += server.leftovers
-        quality[suffix] = float(measure.cosine(reference, emb).min())
-    quality_inproc = float(measure.cosine(reference, inproc_emb).min())
-    variants, extras = [], {}
-    for name, (results, (batches, rows), replicas, per_replica, batch) in served.items():
-        suffix = "-per-core" if name.endswith("-per-core") else ""
-        s = _merged(results)
-        base = _merged(served[f"no-batching{suffix}"][0])
-        unbatched = name.startswith("no-batching")
-        extras[name] = {
-            "latency_ms_p99": s["latency_ms_p99"], "requests": s["requests"],
-            "errors": s["errors"], "errors_by_status": s["errors_by_status"],
-            "endpoint": "proxy" if name.endswith("-proxy") else endpoint,
-            "replicas": replicas, "threads_per_replica": per_replica,
-            "concurrency": CONCURRENCY, "max_batch_size": 1 if unbatched else batch,
-            "batch_wait_ms": 0.0 if unbatched else WAIT_S * 1e3,
-            "mean_batch_size": rows / batches if batches else None,
-            "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
-            "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"],
-            "fraction_of_in_process": s["throughput_per_s"] / best.throughput_per_s}
-        variants.append(Variant(
-            name=name, latency_ms_p50=s["latency_ms_p50"], latency_ms_p90=s["latency_ms_p90"],
-            throughput_per_s=s["throughput_per_s"], size_mb=os.path.getsize(int8.model) / 1e6,
-            quality={"metric": "cosine_to_fp32_min", "value": quality[suffix]},
-            extra=extras[name]))
-    base = _merged(served["no-batching"][0])
+        quality = float(measure.cosine(reference, emb).min())
+        base = _merged(runs[f"no-batching{suffix}"][0])
+        for name, (results, (batches, rows)) in runs.items():
+            s = _merged(results)
+            unbatched = name.startswith("no-batching")
+            extras[name] = {
+                "latency_ms_p99": s["latency_ms_p99"], "requests": s["requests"],
+                "errors": s["errors"], "errors_by_status": s["errors_by_status"],
+                "endpoint": "proxy" if name.endswith("-proxy") else endpoint,
+                "replicas": replicas, "threads_per_replica": per_replica,
+                "concurrency": CONCURRENCY, "max_batch_size": 1 if unbatched else batch,
+                "batch_wait_ms": 0.0 if unbatched else WAIT_S * 1e3,
+                "mean_batch_size": rows / batches if batches else None,
+                "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
+                "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"],
+                "fraction_of_in_process": s["throughput_per_s"] / best.throughput_per_s}
+            variants.append(Variant(
+                name=name, latency_ms_p50=s["latency_ms_p50"],
+                latency_ms_p90=s["latency_ms_p90"], throughput_per_s=s["throughput_per_s"],
+                size_mb=size_mb, quality={"metric": "cosine_to_fp32_min", "value": quality},
+                extra=extras[name]))
+    baseline = variants[0].throughput_per_s  # no-batching, one replica
     variants.append(Variant(
         name="in-process", latency_ms_p50=best.p50, latency_ms_p90=best.p90,
-        throughput_per_s=best.throughput_per_s, size_mb=os.path.getsize(int8.model) / 1e6,
-        quality={"metric": "cosine_to_fp32_min", "value": quality_inproc},
+        throughput_per_s=best.throughput_per_s, size_mb=size_mb,
+        quality={"metric": "cosine_to_fp32_min",
+                 "value": float(measure.cosine(reference, inproc_emb).min())},
         extra={"latency_ms_p99": best.p99, "requests": len(best.samples_ms), "errors": 0,
                "batch_size": best.batch_size, "latency_unit": "one batch call",
                "threads": threads,
                "throughput_by_batch": {t.batch_size: t.throughput_per_s
                                        for t in timings.values()},
-               "speedup_vs_baseline": best.throughput_per_s / base["throughput_per_s"]}))
+               "speedup_vs_baseline": best.throughput_per_s / baseline}))
     # the targets, judged per deployment; flat keys are the one-replica deployment's
     targets = {**_targets(extras, ""), "one_replica": _targets(extras, "")}
     if len(deployments) > 1:
@@ -188,6 +185,7 @@ def run(smoke: bool = False) -> BenchResult:
                                 "replicas": r, "threads_per_replica": t, "max_batch_size": b}
                                for sfx, r, t, b in deployments],
                "duration_s_per_run": duration,
-               "rounds": rounds, "query_tokens": [8, 32], "endpoint": endpoint,
+               "rounds": rounds, "query_tokens": [8, 32],
+               "endpoint": extras["no-batching"]["endpoint"],
                "targets": targets,
                "clean_shutdown": leftovers == [], "leftovers": leftovers})

@@ -62,13 +62,14 @@ class ModelServer:
 
     def __init__(self, specs, settings: dict, store=None):
         self.settings = settings
-        self.runners, self.versions, self.batchers, self.max_rows, self.waits = {}, {}, {}, {}, {}
+        self.runners, self.versions, self.batchers = {}, {}, {}
+        self.batching: dict[str, dict] = {}  # the limits in force, which `reconfigure` changes
         for spec in specs:
             runner = spec.build(settings.get("threads"))
             self.runners[spec.key] = runner
             self.versions.setdefault(spec.name, []).append(spec.version)
-            self.max_rows[spec.key] = spec.max_batch_size
-            self.waits[spec.key] = spec.batch_wait_timeout_s
+            self.batching[spec.key] = {"max_batch_size": spec.max_batch_size,
+                                       "batch_wait_timeout_s": spec.batch_wait_timeout_s}
             self.batchers[spec.key] = self._batcher(runner)
         for vs in self.versions.values():
             vs.sort(key=_version_key)
@@ -103,10 +104,10 @@ class ModelServer:
         for key, batcher in self.batchers.items():
             if config.get("max_batch_size"):
                 batcher.set_max_batch_size(int(config["max_batch_size"]))
-                self.max_rows[key] = int(config["max_batch_size"])
+                self.batching[key]["max_batch_size"] = int(config["max_batch_size"])
             if config.get("batch_wait_timeout_s") is not None:
                 batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
-                self.waits[key] = float(config["batch_wait_timeout_s"])
+                self.batching[key]["batch_wait_timeout_s"] = float(config["batch_wait_timeout_s"])
 
     # ------------------------------------------------------------------ helpers
 
@@ -162,7 +163,7 @@ class ModelServer:
             runner = self._lookup(name, version)
             model, ver = runner.spec.name, runner.spec.version
             req = parse_request(await self._body(request), runner.inputs, runner.outputs,
-                                max_rows=self.max_rows[runner.spec.key],
+                                max_rows=self.batching[runner.spec.key]["max_batch_size"],
                                 max_text_chars=runner.max_text_chars
                                 or self.settings["max_text_chars"])
             out = await self.batchers[runner.spec.key](runner.prepare(req))
@@ -187,9 +188,8 @@ class ModelServer:
             runner = self._lookup(name, version)
         except ProtocolError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
-        meta = runner.metadata()  # with the batching in force now (`reconfigure` changes it)
-        meta["parameters"].update(max_batch_size=self.max_rows[runner.spec.key],
-                                  batch_wait_timeout_s=self.waits[runner.spec.key])
+        meta = runner.metadata()
+        meta["parameters"].update(self.batching[runner.spec.key])
         return JSONResponse({**meta, "versions": self.versions[name]})
 
     # ------------------------------------------------------------------- routes
