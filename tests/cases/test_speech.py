@@ -256,6 +256,23 @@ def test_smoothing_and_threshold_decide_what_fires(ds):
         speech.StreamingSpotter(lambda x: None, labels, vad=False, hop_s=0.0)
 
 
+def test_a_word_said_twice_fires_twice_and_one_wobbly_word_once(ds):
+    labels = list(ds.labels)
+    spot = speech.StreamingSpotter(lambda x: None, labels, vad=False)
+    yes = labels.index("yes")
+    centres, post = _fake_posteriors(labels, word_at=(10, 13), level=0.9)
+    post[18:21, 0], post[18:21, yes] = 0.1, 0.9  # "yes" again 0.8 s later
+    twice = spot.decide(centres, post, smooth=3, threshold=0.5)
+    assert [(d.word, round(d.time_s, 2)) for d in twice] == [("yes", 1.6), ("yes", 2.4)]
+    # one utterance whose posterior wobbles by less than `dip` is one detection
+    centres, post = _fake_posteriors(labels, word_at=(10, 16), level=0.9)
+    post[13, 0], post[13, yes] = 0.15, 0.85
+    (d,) = spot.decide(centres, post, smooth=1, threshold=0.5)
+    assert d.word == "yes" and (d.start_s, d.end_s) == (centres[10], centres[15])
+    with pytest.raises(ValueError, match="dip"):
+        speech.StreamingSpotter(lambda x: None, labels, vad=False, dip=0.0)
+
+
 def test_sweep_scores_every_pair_from_one_pass(ds, monkeypatch):
     labels = list(ds.labels)
     spot = speech.StreamingSpotter(lambda x: None, labels, vad=False)

@@ -6,9 +6,10 @@ and silence, over a continuous background noise. `StreamingSpotter` processes it
 would: Silero VAD (pretrained, from the `silero-vad` package, ONNX) scores every 32 ms chunk;
 log-mel frames are computed once (10 ms hop); every `hop_s` a one-second window of frames goes
 to the keyword spotter, but only when the VAD heard speech in it, so silence and noise cost
-almost nothing. Posteriors are averaged over `smooth` windows; a command is detected when its
-averaged posterior passes `threshold`, reported at its peak, and that word is then muted for
-`refractory_s`. `sweep` replays those decisions over a grid of `smooth` and `threshold` on one
+almost nothing. Posteriors are averaged over `smooth` windows; a command is detected at each
+peak of its averaged posterior above `threshold`, and the same word fires again only after
+its posterior has dipped by `dip` between two peaks (a word said twice in a row is two
+detections). `sweep` replays those decisions over a grid of `smooth` and `threshold` on one
 recording (the posteriors are computed once), which is how the defaults were chosen: on a
 validation recording, never on the one that is reported.
 
@@ -191,7 +192,11 @@ class StreamingSpotter:
             commands, pooled) with the default int8 student: F1 0.855 at 3 windows and 0.7
             (the first defaults), 0.879 at 5 and 0.6, 0.888 at 7 and 0.6, 0.890 at 9 and 0.5,
             0.881 at 11 and 0.4.
-        refractory_s (float, default 1.0): a detected word stays muted this long.
+        dip (float, default 0.1): how far a word's averaged posterior must fall between two
+            of its peaks for both to count. It replaced a 1 s refractory period after each
+            detection, which merged a command said twice within about a second into one
+            (7 of the 52 misses on the validation recordings; 4 of them are found now): F1
+            0.873 -> 0.879 there, and higher at every cell of the grid.
         vad (bool, default True): gate with Silero VAD; False runs every window.
         vad_threshold (float, default 0.02): VAD probability that lets a window through.
             Low on purpose: Silero scores eSpeak's formant speech in noise low, and a higher
@@ -202,7 +207,7 @@ class StreamingSpotter:
     """
 
     def __init__(self, model, labels, *, hop_s: float = 0.1, threshold: float = 0.5,
-                 smooth: int = 9, refractory_s: float = 1.0, vad: bool = True,
+                 smooth: int = 9, dip: float = 0.1, vad: bool = True,
                  vad_threshold: float = 0.02, threads: int = 1,
                  features: FeatureConfig | None = None):
         from .training import onnx_logits
@@ -213,7 +218,9 @@ class StreamingSpotter:
         self.labels = tuple(labels)
         self.model = model if callable(model) else onnx_logits(model, threads)
         self.hop_s, self.threshold, self.smooth = hop_s, threshold, int(smooth)
-        self.refractory_s, self.vad_threshold = refractory_s, vad_threshold
+        if not 0.0 < dip < 1.0:
+            raise ValueError(f"dip must be a posterior difference in (0, 1), got {dip!r}")
+        self.dip, self.vad_threshold = dip, vad_threshold
         self.vad = SileroVad(threads) if vad else None
         self.features = features or FeatureConfig()
 
@@ -252,22 +259,18 @@ class StreamingSpotter:
         _check_decision(k, threshold)
         smooth = np.stack([np.convolve(post[:, c], np.ones(k) / k, mode="same")
                            for c in range(post.shape[1])], axis=1)
-        out, muted = [], {}
+        radius = max(1, round(0.3 / self.hop_s))  # a peak is the highest within 0.3 s
+        out = []
         for c in range(2, post.shape[1]):
-            word, above = self.labels[c], smooth[:, c] >= threshold
-            i = 0
-            while i < len(above):
-                if not above[i] or centres[i] < muted.get(word, -1.0):
-                    i += 1
-                    continue
-                j = i
-                while j + 1 < len(above) and above[j + 1]:
+            s = smooth[:, c]
+            for p in _peaks(s, threshold, self.dip, radius):
+                i, j = p, p  # the stretch above threshold the peak stands in
+                while i > 0 and s[i - 1] >= threshold:
+                    i -= 1
+                while j + 1 < len(s) and s[j + 1] >= threshold:
                     j += 1
-                peak = i + int(np.argmax(smooth[i:j + 1, c]))
-                out.append(Detection(word, float(centres[peak]), float(centres[i]),
-                                     float(centres[j]), float(smooth[peak, c])))
-                muted[word] = centres[j] + self.refractory_s
-                i = j + 1
+                out.append(Detection(self.labels[c], float(centres[p]), float(centres[i]),
+                                     float(centres[j]), float(s[p])))
         # one word per moment: where two words fire together, the stronger wins
         out.sort(key=lambda d: -d.score)
         kept: list[Detection] = []
@@ -286,6 +289,21 @@ class StreamingSpotter:
         seconds = time.perf_counter() - t0
         return StreamResult(detections, seconds, len(audio) / SR, info.pop("windows"),
                             info.pop("windows_run"), info)
+
+
+def _peaks(s: np.ndarray, threshold: float, dip: float, radius: int) -> list[int]:
+    """Indices of the peaks of `s` above `threshold`: local maxima (the highest within
+    `radius`), two of them kept apart only where `s` dips by `dip` below the lower one."""
+    kept: list[int] = []
+    for i in np.nonzero(s >= threshold)[0]:
+        if s[i] < s[max(0, i - radius):i + radius + 1].max():
+            continue
+        if kept and s[kept[-1]:i + 1].min() > min(s[kept[-1]], s[i]) - dip:
+            if s[i] > s[kept[-1]]:  # one peak: keep its higher top
+                kept[-1] = i
+            continue
+        kept.append(int(i))
+    return kept
 
 
 def _check_decision(smooth, threshold) -> None:
