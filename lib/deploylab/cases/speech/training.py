@@ -184,9 +184,7 @@ def train_teacher(data, config: TrainConfig, *, progress: bool = True):
 def train_student(data, teacher, config: TrainConfig, *, alpha: float | None = None,
                   progress: bool = True):
     """The DS-CNN distilled from the teacher (alpha=0: trained on labels alone, the
-    comparison a distilled student must beat), on 2 threads: the teacher scores every
-    augmented batch, and both share two cores well (6.9 -> about 3.6 minutes for 10
-    epochs). Returns (model, history)."""
+    comparison a distilled student must beat). Returns (model, history)."""
     from ... import distill
 
     alpha = config.alpha if alpha is None else alpha
@@ -197,7 +195,7 @@ def train_student(data, teacher, config: TrainConfig, *, alpha: float | None = N
         cfg = distill.ClassifierDistillConfig(
             epochs=config.student_epochs, lr=config.lr_student, batch_size=config.batch_size,
             temperature=config.temperature, alpha=alpha, seed=config.seed, progress=progress,
-            augment=config.augmentation, warmup=config.warmup, threads=2)
+            augment=config.augmentation, warmup=config.warmup)
         return distill.distill(model, teacher, cfg, data=data).history
 
     return _cached(config.student(len(data.labels)), path, fit)
@@ -251,7 +249,7 @@ def _qat(student, teacher, data, config: TrainConfig, out: Path, progress: bool)
     fit_classifier(qmodel, data, epochs=config.qat_epochs, lr=config.lr_student / 10,
                    batch_size=config.batch_size, teacher=teacher,
                    temperature=config.temperature, alpha=config.alpha, seed=config.seed,
-                   progress=progress, desc="QAT", threads=2)
+                   progress=progress, desc="QAT")
     qmodel.eval()
     # QDQ rounding differs from fake quantization by a step now and then: the gate is
     # top-1 agreement on the test clips, not the random-input parity of float exports
