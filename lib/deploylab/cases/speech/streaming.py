@@ -189,7 +189,8 @@ class StreamingSpotter:
             hop, so a decision waits 0.4 s for the windows after it. A word is heard whole in
             about nine windows, each scoring it at another offset; their mean is steadier than
             any one. Chosen with `sweep` on three 600 s validation recordings (seeds 1-3, 343
-            commands, pooled) with the default int8 student: F1 0.855 at 3 windows and 0.7
+            commands, pooled) with the default int8 student of 12-02, under the earlier
+            1 s refractory rule that `dip` replaced: F1 0.855 at 3 windows and 0.7
             (the first defaults), 0.879 at 5 and 0.6, 0.888 at 7 and 0.6, 0.890 at 9 and 0.5,
             0.881 at 11 and 0.4.
         dip (float, default 0.1): how far a word's averaged posterior must fall between two
