@@ -160,8 +160,38 @@ def test_with_augmentation_the_teacher_scores_the_augmented_batch():
     assert all(torch.equal(a, b) for a, b in zip(fed, shifted, strict=True))
 
 
+def test_a_conv_student_trains_channels_last_on_the_asked_threads_and_comes_back_plain(
+        monkeypatch):
+    data = cnn.load_digits_split(seed=0)
+    deploylab.seed_everything(0)
+    teacher = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
+    student = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
+    convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
+    deep = [c for c in convs if c.in_channels > 1]  # one input channel: both layouts agree
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        seen.append((torch.get_num_threads(), all(
+            c.weight.is_contiguous(memory_format=torch.channels_last)
+            and not c.weight.is_contiguous() for c in deep)))
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    before = torch.get_num_threads()
+    distill.distill(student, teacher, distill.ClassifierDistillConfig.quick(epochs=1, threads=2),
+                    data=data)
+    assert deep and seen and set(seen) == {(2, True)}  # every step: two threads, NHWC
+    assert torch.get_num_threads() == before
+    assert all(c.weight.is_contiguous() for c in convs)  # handed back in the default layout
+    x = data.x_test[:8]
+    plain = cnn.DigitsCNN(channels=(4, 4, 8), hidden=16)
+    plain.load_state_dict(student.state_dict())
+    torch.testing.assert_close(student.eval()(x), plain.eval()(x))
+
+
 @pytest.mark.parametrize("bad", [dict(temperature=0), dict(alpha=1.5), dict(epochs=0),
-                                 dict(lr=-1.0), dict(warmup=1.0)])
+                                 dict(lr=-1.0), dict(warmup=1.0), dict(threads=0)])
 def test_bad_classifier_settings_are_refused(bad):
     with pytest.raises(distill.DistillError):
         distill.ClassifierDistillConfig(**bad)

@@ -143,6 +143,9 @@ class ClassifierDistillConfig:
             augmented batch, so its targets match what the student sees.
         warmup (float | None, default None): with a fraction of the steps, a learning-rate
             schedule (linear warm-up, then linear decay to 10%); None keeps it constant.
+        threads (int | None, default 1): torch threads while training (None keeps torch's
+            count). One suits a small student alone; a teacher that scores every augmented
+            batch is big enough to share two.
     """
 
     epochs: int = 20
@@ -154,8 +157,11 @@ class ClassifierDistillConfig:
     progress: bool = True
     augment: Callable | None = None
     warmup: float | None = None
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
         if self.warmup is not None and not (isinstance(self.warmup, (int, float))
                                             and 0.0 <= self.warmup < 1.0):
             raise DistillError(f"warmup must be None or a fraction in [0, 1), got "
@@ -389,7 +395,8 @@ def _distill_classifier(student, teacher, config: ClassifierDistillConfig, data,
                                  temperature=config.temperature, alpha=config.alpha,
                                  seed=config.seed, progress=config.progress,
                                  desc="distilling" if config.alpha > 0 else "training",
-                                 augment=config.augment, warmup=config.warmup)
+                                 augment=config.augment, warmup=config.warmup,
+                                 threads=config.threads)
     return DistillResult(history, time.perf_counter() - start, config)
 
 

@@ -57,7 +57,14 @@ class TrainConfig:
             second for the blocks (at 5 mel bands), and a label-only student reached 0.903 on
             held-out voices where (2, 4), 13 steps at 10 bands, reached 0.874, for about the
             same cost per clip.
+        teacher_dropout (float, default 0.0): the transformer's hidden and attention dropout.
+            SpecAugment already regularizes it: without dropout the teacher reached the same
+            held-out accuracy (0.884 after 10 epochs) in 366 s instead of 595, since drawing
+            dropout masks is a third of a CPU training step.
         teacher_epochs / student_epochs / qat_epochs (int): passes over the training set.
+            The student gets 16: a distillation step (the teacher scores the batch, the
+            student learns in channels-last layout, 2 threads) costs about 80 ms, and 16
+            epochs reached 0.914 on held-out voices where 10 reached 0.900.
         lr_teacher / lr_student (float): Adam learning rates.
         batch_size (int, default 64): clips per step.
         augment (bool, default True): `features.spec_augment` on every training batch.
@@ -79,11 +86,12 @@ class TrainConfig:
     teacher_layers: int = 4
     teacher_heads: int = 4
     teacher_ffn: int = 256
+    teacher_dropout: float = 0.0
     student_channels: int = 64
     student_blocks: int = 4
     student_stride: tuple[int, int] = (4, 2)
     teacher_epochs: int = 10
-    student_epochs: int = 10
+    student_epochs: int = 16
     qat_epochs: int = 2
     lr_teacher: float = 1e-3
     lr_student: float = 3e-3
@@ -122,7 +130,8 @@ class TrainConfig:
     def teacher(self, n_classes: int) -> Wav2Vec2Teacher:
         torch.manual_seed(self.seed)
         return Wav2Vec2Teacher(n_classes, hidden=self.teacher_hidden, layers=self.teacher_layers,
-                               heads=self.teacher_heads, ffn=self.teacher_ffn)
+                               heads=self.teacher_heads, ffn=self.teacher_ffn,
+                               dropout=self.teacher_dropout)
 
     def student(self, n_classes: int) -> DSCNN:
         torch.manual_seed(self.seed + 1)
@@ -195,7 +204,7 @@ def train_student(data, teacher, config: TrainConfig, *, alpha: float | None = N
         cfg = distill.ClassifierDistillConfig(
             epochs=config.student_epochs, lr=config.lr_student, batch_size=config.batch_size,
             temperature=config.temperature, alpha=alpha, seed=config.seed, progress=progress,
-            augment=config.augmentation, warmup=config.warmup)
+            augment=config.augmentation, warmup=config.warmup, threads=2)
         return distill.distill(model, teacher, cfg, data=data).history
 
     return _cached(config.student(len(data.labels)), path, fit)
