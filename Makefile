@@ -37,6 +37,10 @@ setup: $(STAMP)
 # the package itself installs editable, so lib/ changes need no re-install.
 # With BUNDLE=path (a workshop's offline bundle, see `make bundle`) nothing is downloaded:
 # the bundle is checked against its manifest, then installed with pip --no-index.
+# rfc3987-syntax (pulled in by jupyter-events' jsonschema[format-nongpl]) builds a Lark
+# grammar on import: 1.3 s in every process that imports jsonschema, Ray's included, so a
+# local Ray Serve start took 17-21 s instead of 10-12. Nothing here checks IRI formats
+# (jsonschema skips the check without it), so it goes.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(BUNDLE),PYTHONPATH=lib $(PYTHON) -m deploylab.bundle install $(BUNDLE) \
@@ -44,6 +48,7 @@ $(STAMP): pyproject.toml requirements.lock
 		--disable-pip-version-check -r requirements.lock)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation $(if $(BUNDLE),--no-index) -e .
+	$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y rfc3987-syntax
 	$(BIN)/deploylab env > /dev/null || { echo "some assets are missing or corrupt:"; \
 		$(BIN)/deploylab env; exit 1; }
 	@touch $(STAMP)

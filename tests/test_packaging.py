@@ -55,3 +55,12 @@ def test_readme_and_ci_use_the_two_commands():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^lab:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_setup_leaves_out_the_slow_importing_iri_grammar():
+    # every Ray worker imports jsonschema; with rfc3987-syntax it builds a Lark grammar first
+    # (1.3 s a process, 7 s of each local Serve start); make setup uninstalls it
+    import importlib.util
+
+    assert importlib.util.find_spec("rfc3987_syntax") is None, "run make setup"
+    assert re.search(r"pip uninstall .*rfc3987-syntax", (ROOT / "Makefile").read_text())
