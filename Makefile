@@ -1,5 +1,6 @@
 # deploylab: `make lab` opens the notebooks, `make test` runs every test.
-# Both set up .venv first; set-up reruns only when pyproject.toml or requirements.lock change.
+# Both set up .venv first; set-up reruns only when pyproject.toml, requirements.lock or this
+# Makefile (its recipe) change.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -41,7 +42,7 @@ setup: $(STAMP)
 # grammar on import: 1.3 s in every process that imports jsonschema, Ray's included, so a
 # local Ray Serve start took 17-21 s instead of 10-12. Nothing here checks IRI formats
 # (jsonschema skips the check without it), so it goes.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(BUNDLE),PYTHONPATH=lib $(PYTHON) -m deploylab.bundle install $(BUNDLE) \
 		--python $(BIN)/python,$(BIN)/python -m pip install --quiet \
