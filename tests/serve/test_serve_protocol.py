@@ -8,7 +8,13 @@ import pytest
 from deploylab.serve import monitor
 from deploylab.serve.client import build_request, decode_outputs
 from deploylab.serve.metrics import Metrics, MetricsStore, render
-from deploylab.serve.protocol import ProtocolError, TensorSpec, encode_response, parse_request
+from deploylab.serve.protocol import (
+    ProtocolError,
+    TensorSpec,
+    encode_response,
+    parse_request,
+    render_response,
+)
 
 X = [TensorSpec("x", "FP32", (-1, 4))]
 Y = [TensorSpec("y", "FP32", (-1, 2))]
@@ -122,3 +128,24 @@ def test_agreement_and_drift_tests():
     emb_moved = monitor.embedding_drift(rng.standard_normal((300, 8)),
                                         rng.standard_normal((300, 8)) + 0.5)
     assert not emb_same.drifted and emb_moved.drifted and emb_moved.tests == 8
+
+
+def test_rendered_response_carries_the_same_values_in_fewer_bytes():
+    rng = np.random.default_rng(0)
+    emb = (rng.standard_normal((2, 384)) * 10.0 ** rng.integers(-30, 30, (2, 384))
+           ).astype(np.float32)
+    outs = {"embedding": emb, "ids": np.arange(3, dtype=np.int64),
+            "flags": np.array([True, False]), "text": np.array(["a", "é"], dtype=object)}
+    wire = render_response("m", "2", "9", outs)
+    body = json.loads(wire)
+    assert body["id"] == "9" and body["model_version"] == "2"
+    back = decode_outputs(body)
+    for k, v in outs.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
+        np.testing.assert_array_equal(back[k], v)  # float32 bit for bit
+    assert len(wire) < len(json.dumps(encode_response("m", "2", "9", outs)))
+
+
+def test_rendered_response_refuses_non_finite_values():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        render_response("m", "1", None, {"y": np.array([1.0, np.inf], np.float32)})

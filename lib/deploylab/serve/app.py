@@ -19,12 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .metrics import Metrics
-from .protocol import ProtocolError, encode_response, parse_request
+from .protocol import ProtocolError, parse_request, render_response
 
 __all__ = ["ModelServer", "api"]
 
@@ -169,8 +169,9 @@ class ModelServer:
             out = await self.batchers[runner.spec.key](runner.prepare(req))
             if isinstance(out, Exception):
                 raise out
-            return JSONResponse(encode_response(model, ver, req.id,
-                                                {k: out[k] for k in req.outputs}))
+            return Response(render_response(model, ver, req.id,
+                                            {k: out[k] for k in req.outputs}),
+                            media_type="application/json")
         except ProtocolError as e:
             code, reason = e.status, e.reason
             log.warning(json.dumps({"event": "refused", "model": name, "code": code,

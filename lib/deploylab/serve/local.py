@@ -20,7 +20,7 @@ import numpy as np
 
 from .client import InferenceError, build_request, decode_outputs
 from .models import ModelSpec
-from .protocol import ProtocolError, encode_response, parse_request
+from .protocol import ProtocolError, parse_request, render_response
 
 __all__ = ["LocalClient"]
 
@@ -65,6 +65,6 @@ class LocalClient:
         except ProtocolError as e:
             raise InferenceError(f"POST /v2/models/{name}/infer: {e.status} {e}",
                                  e.status) from None
-        wire = encode_response(runner.spec.name, runner.spec.version, None,
+        wire = render_response(runner.spec.name, runner.spec.version, None,
                                {k: out[k] for k in req.outputs})
-        return decode_outputs(json.loads(json.dumps(wire)))
+        return decode_outputs(json.loads(wire))
