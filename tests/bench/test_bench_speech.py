@@ -49,6 +49,9 @@ def test_streaming_and_targets_are_recorded(result):
         assert 0 <= s[key] <= 1
     assert s["rtf"] > 0 and s["false_alarms_per_hour"] >= 0 and s["commands"] > 0
     assert 0 < s["windows_run"] <= s["windows"]  # the VAD gate skipped or kept windows
+    assert set(s["thresholds"]) == set(result["data"]["commands"])  # calibrated per word
+    assert all(0 < v <= 1 for v in s["thresholds"].values()) and s["validation_seeds"] == [1]
+    assert 0 <= s["f1_one_threshold"] <= 1
     t = {x["variant"]: x for x in result["targets"]}
     assert set(t["student-int8"]["checks"]) == {"accuracy", "accuracy_drop_vs_student_fp32",
                                                 "size_kb", "speedup_vs_teacher"}

@@ -297,6 +297,48 @@ def test_sweep_scores_every_pair_from_one_pass(ds, monkeypatch):
         speech.sweep(spot, [])
 
 
+def test_per_word_thresholds_let_a_weak_word_fire_alone(ds):
+    labels = list(ds.labels)
+    centres, post = _fake_posteriors(labels)  # "yes" averages to 0.2 over 9 windows
+    plain = speech.StreamingSpotter(lambda x: None, labels, vad=False)
+    assert plain.decide(centres, post) == []
+    spot = speech.StreamingSpotter(lambda x: None, labels, vad=False, thresholds={"yes": 0.2})
+    (d,) = spot.decide(centres, post)
+    assert d.word == "yes" and d.score == pytest.approx(0.2, abs=1e-6)
+    assert spot.decide(centres, post, threshold=0.5) == []  # a global override sets all
+    assert plain.decide(centres, post, thresholds={"yes": 0.2}) == [d]
+    with pytest.raises(ValueError, match="not commands"):
+        speech.StreamingSpotter(lambda x: None, labels, vad=False, thresholds={"maybe": 0.3})
+    with pytest.raises(ValueError, match="threshold"):
+        plain.decide(centres, post, thresholds={"yes": 1.5})
+
+
+def test_calibrate_lowers_the_bar_only_where_it_finds_more_commands(ds, monkeypatch):
+    labels = list(ds.labels)
+    spot = speech.StreamingSpotter(lambda x: None, labels, vad=False)
+    centres, post = _fake_posteriors(labels)  # a true "yes" that averages to 0.2
+    no = labels.index("no")
+    post[30:33, 0], post[30:33, no] = 0.55, 0.45  # a "no" nobody said: averages to 0.15
+    calls = []
+    monkeypatch.setattr(spot, "posteriors",
+                        lambda audio: calls.append(1) or (centres, post, {}))
+    rec = speech.Recording(np.zeros(16000 * 5, np.float32),
+                           [{"kind": "command", "word": "yes", "start": 2.4, "end": 2.8}], 0)
+    chosen = speech.calibrate(spot, rec, grid=(0.1, 0.3, 0.5))
+    assert len(calls) == 1 and set(chosen) == set(labels[2:])
+    assert chosen["yes"] == 0.1  # found only below 0.2
+    assert chosen["no"] == 0.5  # at 0.1 it would fire falsely; ties go to the global bar
+    assert all(t == 0.5 for w, t in chosen.items() if w != "yes")
+    tuned = speech.StreamingSpotter(lambda x: None, labels, vad=False, thresholds=chosen)
+    assert [d.word for d in tuned.decide(centres, post)] == ["yes"]
+    with pytest.raises(ValueError, match="rounds"):
+        speech.calibrate(spot, rec, rounds=0)
+    with pytest.raises(ValueError, match="at least one"):
+        speech.calibrate(spot, [])
+    with pytest.raises(ValueError, match="seed 0 is the reported"):
+        speech.calibrated_thresholds("never-read.onnx", ds, seeds=(0, 1))
+
+
 def test_the_recording_has_truth_inside_it_and_silero_hears_speech(ds):
     rec = speech.make_recording(ds.config, 20.0, seed=3)
     assert rec.truth and all(0 <= e["start"] < e["end"] <= rec.seconds for e in rec.events)

@@ -10,7 +10,8 @@ streaming spotter gated by the pretrained Silero VAD, served through `deploylab.
 - `models`: `Wav2Vec2Teacher`, `DSCNN`, `fold_batchnorm`;
 - `training`: teacher training, distillation, ONNX export, PTQ and QAT (cached);
 - `evaluate`: the variant table, per-class accuracy, noise sweeps, the streaming score;
-- `streaming`: the long recording, `SileroVad`, `StreamingSpotter`, `score`, `sweep`;
+- `streaming`: the long recording, `SileroVad`, `StreamingSpotter`, `score`, `sweep`,
+  `calibrate` (per-word thresholds);
 - `audio`: WAV in and out with clear refusals; `serving`: `SpeechPipeline`.
 
 Example:
@@ -44,7 +45,14 @@ from .data import (
                    build,
                    noisy_test_features,
 )
-from .evaluate import compare, confusion, per_class_accuracy, snr_sweep, streaming_eval
+from .evaluate import (
+                   calibrated_thresholds,
+                   compare,
+                   confusion,
+                   per_class_accuracy,
+                   snr_sweep,
+                   streaming_eval,
+)
 from .features import FeatureConfig, log_mel, log_mel_batch, mel_filterbank
 from .models import DSCNN, Wav2Vec2Teacher, count_parameters, fold_batchnorm
 from .serving import SpeechPipeline, encode_request, local_infer
@@ -53,6 +61,7 @@ from .streaming import (
                    Recording,
                    SileroVad,
                    StreamingSpotter,
+                   calibrate,
                    make_recording,
                    score,
                    sweep,
@@ -66,8 +75,9 @@ __all__ = [
     "FeatureConfig", "NotAudioError", "Recording", "SampleRateError", "SampleWidthError",
     "SileroVad", "SpeechConfig", "SpeechData", "SpeechPipeline", "StereoAudioError",
     "StreamingSpotter", "SynthError", "TrainConfig", "TrainedModels", "TrainingError",
-    "Utterance", "Wav2Vec2Teacher", "all_voices", "build", "check_audio", "compare",
-    "confusion", "count_parameters", "encode_request", "encode_wav", "fold_batchnorm",
+    "Utterance", "Wav2Vec2Teacher", "all_voices", "build", "calibrate",
+    "calibrated_thresholds", "check_audio", "compare", "confusion", "count_parameters",
+    "encode_request", "encode_wav", "fold_batchnorm",
     "load_wav", "local_infer", "log_mel", "log_mel_batch", "make_recording", "mel_filterbank",
     "noisy_test_features", "per_class_accuracy", "prefetch", "score", "snr_sweep",
     "streaming_eval", "sweep", "synthesize", "synthesize_many", "train_all",

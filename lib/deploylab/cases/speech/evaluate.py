@@ -9,6 +9,8 @@ the log-mel front end is shared by all three and timed once, separately (`featur
 Example:
     >>> table, timings = compare(run.paths, ds)
     >>> stream = streaming_eval(run.paths["student-int8"], ds, seconds=300)
+    >>> per_word = calibrated_thresholds(run.paths["student-int8"], ds)
+    >>> tuned = streaming_eval(run.paths["student-int8"], ds, thresholds=per_word)
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from .data import noisy_test_features
 from .features import log_mel
 from .training import accuracy, onnx_logits
 
-__all__ = ["compare", "confusion", "per_class_accuracy", "snr_sweep", "streaming_eval"]
+__all__ = ["calibrated_thresholds", "compare", "confusion", "per_class_accuracy", "snr_sweep",
+           "streaming_eval"]
+
+VALIDATION_SEEDS = (1, 2, 3)  # recordings for choosing decisions; seed 0 is the reported one
 
 
 def compare(paths: dict, ds, *, repeats: int = 200, warmup: int = 20, threads: int = 1):
@@ -95,3 +100,39 @@ def streaming_eval(path, ds, *, seconds: float = 300.0, seed: int = 0, vad: bool
                windows=res.windows, windows_run=res.windows_run, vad=vad,
                **{k: v for k, v in res.timings.items()}, recording=rec, result=res)
     return out
+
+
+def calibrated_thresholds(path, ds, *, seeds=VALIDATION_SEEDS, seconds: float = 600.0,
+                          **spotter) -> dict[str, float]:
+    """Per-word thresholds for one spotter model (`streaming.calibrate`), chosen on
+    validation recordings (`seeds`, never the reported seed 0) and cached as JSON beside
+    the model, keyed by the model file's hash, the recordings and the spotter settings.
+
+    Args:
+        path (str | Path): the spotter's ONNX file.
+        ds (SpeechData): its data set (commands and held-out voices of the recordings).
+        seeds (Sequence[int], default (1, 2, 3)): validation recordings.
+        seconds (float, default 600): length of each.
+        **spotter: further `StreamingSpotter` settings (smooth, threshold, vad...).
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from ... import assets
+    from ..._files import write_atomic
+    from .streaming import StreamingSpotter, calibrate, make_recording
+
+    if 0 in seeds:
+        raise ValueError("seed 0 is the reported recording; calibrate on other seeds")
+    path = Path(path)
+    key = hashlib.sha256(json.dumps(
+        [assets.sha256_file(path), ds.config.key(), list(seeds), seconds, spotter],
+        sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cache = path.with_name(f"{path.stem}-thresholds-{key}.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    recordings = [make_recording(ds.config, seconds, seed=s) for s in seeds]
+    chosen = calibrate(StreamingSpotter(path, ds.labels, **spotter), recordings)
+    write_atomic(cache, json.dumps(chosen, indent=1))
+    return chosen

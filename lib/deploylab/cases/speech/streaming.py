@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +40,7 @@ from .data import UNKNOWN_WORDS, SpeechConfig, _rng, add_noise, colored_noise
 from .features import FeatureConfig, log_mel
 
 __all__ = ["FILLER", "Detection", "Recording", "SileroVad", "StreamResult", "StreamingSpotter",
-           "make_recording", "score", "sweep"]
+           "calibrate", "make_recording", "score", "sweep"]
 
 # other speech: sentences with none of the default command words in them
 FILLER = ("the weather is lovely this morning", "please bring me a cup of tea",
@@ -185,6 +185,10 @@ class StreamingSpotter:
         labels (Sequence[str]): class names (index 0 silence, 1 unknown, then commands).
         hop_s (float, default 0.1): window step.
         threshold (float, default 0.5): smoothed posterior that fires a detection.
+        thresholds (Mapping[str, float] | None, default None): per-word thresholds that
+            override `threshold` for the words they name, as `calibrate` picks them on
+            validation recordings (a quiet, short word such as *off* scores lower than a
+            long one and needs a lower bar).
         smooth (int, default 9): windows averaged, centred: 0.9 s of windows at the default
             hop, so a decision waits 0.4 s for the windows after it. A word is heard whole in
             about nine windows, each scoring it at another offset; their mean is steadier than
@@ -208,15 +212,16 @@ class StreamingSpotter:
     """
 
     def __init__(self, model, labels, *, hop_s: float = 0.1, threshold: float = 0.5,
-                 smooth: int = 9, dip: float = 0.1, vad: bool = True,
-                 vad_threshold: float = 0.02, threads: int = 1,
-                 features: FeatureConfig | None = None):
+                 thresholds: Mapping[str, float] | None = None, smooth: int = 9,
+                 dip: float = 0.1, vad: bool = True, vad_threshold: float = 0.02,
+                 threads: int = 1, features: FeatureConfig | None = None):
         from .training import onnx_logits
 
         _check_decision(smooth, threshold)
         if not 0.01 <= hop_s <= 1.0:
             raise ValueError(f"hop_s must be in [0.01, 1] seconds, got {hop_s!r}")
         self.labels = tuple(labels)
+        self.thresholds = self._per_word(thresholds)
         self.model = model if callable(model) else onnx_logits(model, threads)
         self.hop_s, self.threshold, self.smooth = hop_s, threshold, int(smooth)
         if not 0.0 < dip < 1.0:
@@ -251,11 +256,25 @@ class StreamingSpotter:
         return centres, post, {"vad_s": t1 - t0, "features_s": t2 - t1, "spotter_s": t3 - t2,
                                "windows": len(starts), "windows_run": run}
 
+    def _per_word(self, thresholds: Mapping[str, float] | None) -> dict[str, float]:
+        words = self.labels[2:]
+        unknown = sorted(set(thresholds or {}) - set(words))
+        if unknown:
+            raise ValueError(f"thresholds name {unknown}, which are not commands of this "
+                             f"spotter ({list(words)})")
+        for t in (thresholds or {}).values():
+            _check_decision(1, t)
+        return {w: float(t) for w, t in (thresholds or {}).items()}
+
     def decide(self, centres: np.ndarray, post: np.ndarray, *, smooth: int | None = None,
-               threshold: float | None = None) -> list[Detection]:
-        """Smoothed posteriors -> detections (peak time, span, score); `smooth` and
-        `threshold` override the spotter's own for this call."""
+               threshold: float | None = None,
+               thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+        """Smoothed posteriors -> detections (peak time, span, score); `smooth`,
+        `threshold` and `thresholds` override the spotter's own for this call (a
+        `threshold` given alone sets every word's, the spotter's per-word ones included)."""
         k = self.smooth if smooth is None else smooth
+        per_word = (self._per_word(thresholds) if thresholds is not None
+                    else {} if threshold is not None else self.thresholds)
         threshold = self.threshold if threshold is None else threshold
         _check_decision(k, threshold)
         smooth = np.stack([np.convolve(post[:, c], np.ones(k) / k, mode="same")
@@ -263,12 +282,12 @@ class StreamingSpotter:
         radius = max(1, round(0.3 / self.hop_s))  # a peak is the highest within 0.3 s
         out = []
         for c in range(2, post.shape[1]):
-            s = smooth[:, c]
-            for p in _peaks(s, threshold, self.dip, radius):
+            s, bar = smooth[:, c], per_word.get(self.labels[c], threshold)
+            for p in _peaks(s, bar, self.dip, radius):
                 i, j = p, p  # the stretch above threshold the peak stands in
-                while i > 0 and s[i - 1] >= threshold:
+                while i > 0 and s[i - 1] >= bar:
                     i -= 1
-                while j + 1 < len(s) and s[j + 1] >= threshold:
+                while j + 1 < len(s) and s[j + 1] >= bar:
                     j += 1
                 out.append(Detection(self.labels[c], float(centres[p]), float(centres[i]),
                                      float(centres[j]), float(s[p])))
@@ -314,6 +333,33 @@ def _check_decision(smooth, threshold) -> None:
         raise ValueError(f"threshold must be a posterior in (0, 1], got {threshold!r}")
 
 
+def _passes(spotter: StreamingSpotter, recordings) -> list[tuple[Recording, np.ndarray,
+                                                                  np.ndarray]]:
+    """(recording, window centres, posteriors) of each recording: the model runs once."""
+    recordings = [recordings] if isinstance(recordings, Recording) else list(recordings)
+    if not recordings:
+        raise ValueError("give at least one recording")
+    with threadpool_limits(1, user_api="blas"):
+        return [(rec, *spotter.posteriors(np.asarray(rec.audio, dtype=np.float32))[:2])
+                for rec in recordings]
+
+
+def _pooled(spotter: StreamingSpotter, passes, tolerance_s: float, **decision) -> dict:
+    """Precision, recall, F1 and false alarms per hour with hits pooled over recordings."""
+    hits = detections = commands = 0
+    for rec, centres, post in passes:
+        s = score(spotter.decide(centres, post, **decision), rec.truth, seconds=rec.seconds,
+                  tolerance_s=tolerance_s)
+        hits, detections = hits + s["hits"], detections + s["detections"]
+        commands += s["commands"]
+    p = hits / detections if detections else 0.0
+    r = hits / commands if commands else 0.0
+    seconds = sum(rec.seconds for rec, _, _ in passes)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "false_alarms_per_hour": (detections - hits) / (seconds / 3600.0),
+            "commands": commands}
+
+
 def sweep(spotter: StreamingSpotter, recordings: Recording | Sequence[Recording], *,
           smooths=(1, 3, 5, 7, 9, 11), thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
           tolerance_s: float = 0.5) -> list[dict]:
@@ -328,31 +374,48 @@ def sweep(spotter: StreamingSpotter, recordings: Recording | Sequence[Recording]
         list[dict]: one row per pair: smooth, threshold, precision, recall, f1,
         false_alarms_per_hour, commands.
     """
-    recordings = [recordings] if isinstance(recordings, Recording) else list(recordings)
-    if not recordings:
-        raise ValueError("sweep needs at least one recording")
-    passes = []
-    with threadpool_limits(1, user_api="blas"):
-        for rec in recordings:
-            centres, post, _ = spotter.posteriors(np.asarray(rec.audio, dtype=np.float32))
-            passes.append((rec, centres, post))
-    seconds = sum(rec.seconds for rec in recordings)
-    rows = []
-    for k in smooths:
-        for t in thresholds:
-            hits = detections = commands = 0
-            for rec, centres, post in passes:
-                s = score(spotter.decide(centres, post, smooth=k, threshold=t), rec.truth,
-                          seconds=rec.seconds, tolerance_s=tolerance_s)
-                hits, detections = hits + s["hits"], detections + s["detections"]
-                commands += s["commands"]
-            p = hits / detections if detections else 0.0
-            r = hits / commands if commands else 0.0
-            rows.append({"smooth": k, "threshold": t, "precision": p, "recall": r,
-                         "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                         "false_alarms_per_hour": (detections - hits) / (seconds / 3600.0),
-                         "commands": commands})
-    return rows
+    passes = _passes(spotter, recordings)
+    return [{"smooth": k, "threshold": t,
+             **_pooled(spotter, passes, tolerance_s, smooth=k, threshold=t)}
+            for k in smooths for t in thresholds]
+
+
+def calibrate(spotter: StreamingSpotter, recordings: Recording | Sequence[Recording], *,
+              grid=(0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7), rounds: int = 2,
+              tolerance_s: float = 0.5) -> dict[str, float]:
+    """Per-word thresholds that maximize F1 pooled over validation recordings.
+
+    Words differ: a short, quiet one (*off*, its /f/ under the noise) peaks lower than a
+    long one, so one bar for all either misses it or lets the easy words fire on
+    look-alikes. Coordinate ascent from the spotter's own threshold: each word in turn
+    takes the grid value that raises pooled F1 most with the others held (ties go to the
+    value nearest the global threshold), `rounds` passes over the words. Posteriors are
+    computed once per recording. Calibrate on recordings other than the one reported,
+    with enough commands per word (three 600 s recordings give about 34 each): ten free
+    thresholds fit a small recording's noise.
+
+    Returns:
+        dict[str, float]: word -> threshold, for `StreamingSpotter(thresholds=...)`.
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    for t in grid:
+        _check_decision(1, t)
+    passes = _passes(spotter, recordings)
+    words = spotter.labels[2:]
+    chosen = {w: spotter.thresholds.get(w, spotter.threshold) for w in words}
+    best = _pooled(spotter, passes, tolerance_s, thresholds=chosen)["f1"]
+    ordered = sorted(grid, key=lambda t: abs(t - spotter.threshold))
+    for _ in range(rounds):
+        moved = False
+        for w in words:
+            for t in ordered:
+                f1 = _pooled(spotter, passes, tolerance_s, thresholds={**chosen, w: t})["f1"]
+                if f1 > best + 1e-12:
+                    best, chosen[w], moved = f1, float(t), True
+        if not moved:
+            break
+    return chosen
 
 
 def score(detections, truth: list[dict], *, seconds: float, tolerance_s: float = 0.5) -> dict:
