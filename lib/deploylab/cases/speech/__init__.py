@@ -85,8 +85,11 @@ __all__ = [
 
 
 def prefetch(smoke: bool = False) -> dict:
-    """Build and cache the default data set and models (what the notebook and the bench
-    use), so a workshop room runs from cache. Returns the model paths."""
+    """Build and cache the default data set, models and the int8 spotter's per-word
+    thresholds (what the notebook and the bench use), so a workshop room runs from cache.
+    Returns the model paths."""
     ds = build(SpeechConfig.smoke() if smoke else SpeechConfig(), progress=False)
     run = train_all(ds, TrainConfig.smoke() if smoke else TrainConfig(), progress=False)
+    calibrated_thresholds(run.paths["student-int8"], ds, seeds=(1,) if smoke else (1, 2, 3),
+                          seconds=20.0 if smoke else 600.0)
     return {k: str(v) for k, v in run.paths.items()}
