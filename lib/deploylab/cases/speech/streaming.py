@@ -11,7 +11,8 @@ peak of its averaged posterior above `threshold`, and the same word fires again 
 its posterior has dipped by `dip` between two peaks (a word said twice in a row is two
 detections). `sweep` replays those decisions over a grid of `smooth` and `threshold` on one
 recording (the posteriors are computed once), which is how the defaults were chosen: on a
-validation recording, never on the one that is reported.
+validation recording, never on the one that is reported. `calibrate` goes one step further
+and picks a threshold per word on validation recordings (`StreamingSpotter(thresholds=...)`).
 
 Scoring (`score`): a detection is a hit when the word matches a true command that has not been
 matched yet and its time lies within the command's span widened by `tolerance_s`; everything
