@@ -22,10 +22,10 @@ from ..cases import speech
 from ..cases.retrieval_eval import target
 from . import BenchResult, Variant
 
-FULL = {"repeats": 300, "warmup": 30, "stream_seconds": 600.0, "validation_seconds": 600.0,
-        "validation_seeds": (1, 2, 3)}
-SMOKE = {"repeats": 5, "warmup": 1, "stream_seconds": 20.0, "validation_seconds": 20.0,
-         "validation_seeds": (1,)}
+FULL = {"repeats": 300, "warmup": 30, "stream_seconds": 600.0,
+        "validation": speech.VALIDATION}
+SMOKE = {"repeats": 5, "warmup": 1, "stream_seconds": 20.0,
+         "validation": speech.SMOKE_VALIDATION}
 THREADS = 1
 
 
@@ -41,8 +41,7 @@ def run(smoke: bool = False) -> BenchResult:
     clip = ds.x_test.numpy()[:1]
     memory = {k: measure.peak_memory(lambda r=r: r(clip)).peak_mb for k, r in runners.items()}
     spotter = models.paths["student-int8"]
-    per_word = speech.calibrated_thresholds(spotter, ds, seeds=p["validation_seeds"],
-                                            seconds=p["validation_seconds"])
+    per_word = speech.calibrated_thresholds(spotter, ds, **p["validation"])
     stream = speech.streaming_eval(spotter, ds, seconds=p["stream_seconds"], threads=THREADS,
                                    thresholds=per_word)
     one = speech.streaming_eval(spotter, ds, recording=stream["recording"], threads=THREADS)
@@ -70,8 +69,8 @@ def run(smoke: bool = False) -> BenchResult:
         "processing_seconds", "windows", "windows_run", "vad_s", "features_s", "spotter_s")}
     stream_out.update({f"{k}_one_threshold": one[k] for k in (
         "precision", "recall", "f1", "false_alarms_per_hour")})
-    stream_out.update(thresholds=per_word, validation_seeds=list(p["validation_seeds"]),
-                      validation_seconds=p["validation_seconds"])
+    stream_out.update(thresholds=per_word, validation_seeds=list(p["validation"]["seeds"]),
+                      validation_seconds=p["validation"]["seconds"])
     targets = [
         target("student-int8", accuracy=(int8.quality["value"], 0.90, "min"),
                accuracy_drop_vs_student_fp32=(drop, 0.005, "max"),

@@ -46,6 +46,8 @@ from .data import (
                    noisy_test_features,
 )
 from .evaluate import (
+                   SMOKE_VALIDATION,
+                   VALIDATION,
                    calibrated_thresholds,
                    compare,
                    confusion,
@@ -70,7 +72,8 @@ from .synth import SynthError, Utterance, all_voices, synthesize, synthesize_man
 from .training import QUANT_MODES, TrainConfig, TrainedModels, TrainingError, train_all
 
 __all__ = [
-    "COMMANDS", "DSCNN", "QUANT_MODES", "SILENCE", "UNKNOWN", "UNKNOWN_WORDS", "AudioError",
+    "COMMANDS", "DSCNN", "QUANT_MODES", "SILENCE", "SMOKE_VALIDATION", "UNKNOWN",
+    "UNKNOWN_WORDS", "VALIDATION", "AudioError",
     "AudioTooLongError", "AudioTooShortError", "DataError", "Detection", "EmptyAudioError",
     "FeatureConfig", "NotAudioError", "Recording", "SampleRateError", "SampleWidthError",
     "SileroVad", "SpeechConfig", "SpeechData", "SpeechPipeline", "StereoAudioError",
@@ -90,6 +93,5 @@ def prefetch(smoke: bool = False) -> dict:
     Returns the model paths."""
     ds = build(SpeechConfig.smoke() if smoke else SpeechConfig(), progress=False)
     run = train_all(ds, TrainConfig.smoke() if smoke else TrainConfig(), progress=False)
-    calibrated_thresholds(run.paths["student-int8"], ds, seeds=(1,) if smoke else (1, 2, 3),
-                          seconds=20.0 if smoke else 600.0)
+    calibrated_thresholds(run.paths["student-int8"], ds, **(SMOKE_VALIDATION if smoke else {}))
     return {k: str(v) for k, v in run.paths.items()}

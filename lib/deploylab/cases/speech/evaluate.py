@@ -15,6 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 
 from ... import measure
@@ -22,10 +26,14 @@ from .data import noisy_test_features
 from .features import log_mel
 from .training import accuracy, onnx_logits
 
-__all__ = ["calibrated_thresholds", "compare", "confusion", "per_class_accuracy", "snr_sweep",
-           "streaming_eval"]
+__all__ = ["SMOKE_VALIDATION", "VALIDATION", "calibrated_thresholds", "compare", "confusion",
+           "per_class_accuracy", "snr_sweep", "streaming_eval"]
 
 VALIDATION_SEEDS = (1, 2, 3)  # recordings for choosing decisions; seed 0 is the reported one
+# the validation recordings thresholds are calibrated on (smoke: one short one); prefetch, the
+# bench and the notebook share them, and so the cached thresholds
+VALIDATION = {"seeds": VALIDATION_SEEDS, "seconds": 600.0}
+SMOKE_VALIDATION = {"seeds": (1,), "seconds": 20.0}
 
 
 def compare(paths: dict, ds, *, repeats: int = 200, warmup: int = 20, threads: int = 1):
@@ -102,7 +110,8 @@ def streaming_eval(path, ds, *, seconds: float = 300.0, seed: int = 0, vad: bool
     return out
 
 
-def calibrated_thresholds(path, ds, *, seeds=VALIDATION_SEEDS, seconds: float = 600.0,
+def calibrated_thresholds(path, ds, *, seeds=VALIDATION_SEEDS,
+                          seconds: float = VALIDATION["seconds"],
                           **spotter) -> dict[str, float]:
     """Per-word thresholds for one spotter model (`streaming.calibrate`), chosen on
     validation recordings (`seeds`, never the reported seed 0) and cached as JSON beside
@@ -115,10 +124,6 @@ def calibrated_thresholds(path, ds, *, seeds=VALIDATION_SEEDS, seconds: float = 
         seconds (float, default 600): length of each.
         **spotter: further `StreamingSpotter` settings (smooth, threshold, vad...).
     """
-    import hashlib
-    import json
-    from pathlib import Path
-
     from ... import assets
     from ..._files import write_atomic
     from .streaming import StreamingSpotter, calibrate, make_recording

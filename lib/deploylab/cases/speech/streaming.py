@@ -264,7 +264,7 @@ class StreamingSpotter:
             raise ValueError(f"thresholds name {unknown}, which are not commands of this "
                              f"spotter ({list(words)})")
         for t in (thresholds or {}).values():
-            _check_decision(1, t)
+            _check_threshold(t)
         return {w: float(t) for w, t in (thresholds or {}).items()}
 
     def decide(self, centres: np.ndarray, post: np.ndarray, *, smooth: int | None = None,
@@ -330,6 +330,10 @@ def _peaks(s: np.ndarray, threshold: float, dip: float, radius: int) -> list[int
 def _check_decision(smooth, threshold) -> None:
     if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or smooth < 1:
         raise ValueError(f"smooth must be a whole number of windows >= 1, got {smooth!r}")
+    _check_threshold(threshold)
+
+
+def _check_threshold(threshold) -> None:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be a posterior in (0, 1], got {threshold!r}")
 
@@ -401,7 +405,7 @@ def calibrate(spotter: StreamingSpotter, recordings: Recording | Sequence[Record
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
     for t in grid:
-        _check_decision(1, t)
+        _check_threshold(t)
     passes = _passes(spotter, recordings)
     words = spotter.labels[2:]
     chosen = {w: spotter.thresholds.get(w, spotter.threshold) for w in words}
