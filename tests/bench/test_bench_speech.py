@@ -30,6 +30,9 @@ def test_every_variant_has_complete_figures(result):
         assert v["quality"]["metric"] == "accuracy" and 0 <= v["quality"]["value"] <= 1
     by = {v["name"]: v for v in result["variants"]}
     assert by["teacher-fp32"]["speedup_vs_baseline"] == 1.0
+    assert by["teacher-fp32"]["speedup_vs_baseline_cold"] == 1.0
+    assert all(v["latency_ms_p50_cold"] > 0 for v in result["variants"])
+    assert result["timing_block"] > 1  # warm: a variant's calls in a row, as deployed alone
     assert by["student-fp32"]["parameters"] < by["teacher-fp32"]["parameters"]
     # int8 is not asserted smaller: QDQ adds a scale and zero point per tensor, which outweighs
     # the saving on the smoke student's ~2k weights (14 KB vs 9 KB); the size target is recorded
