@@ -6,6 +6,7 @@ it and checking that nothing is left behind.
 """
 
 import json
+import re
 import time
 
 import httpx
@@ -254,6 +255,21 @@ def test_a_sweep_can_aim_at_a_replica_directly(server):
             params = direct.metadata("text")["parameters"]
         assert params["max_batch_size"] == 4 and params["batch_wait_timeout_s"] == 0.01
 
+
+
+ACCESS_LINE = re.compile(r"(GET|POST) /\S* \d{3} [\d.]+ms")
+
+
+def test_configure_keeps_the_logging_settings(server, client):
+    # `configure` runs the application again; Serve's defaults (text lines at INFO, one access
+    # line per request, which also costs throughput) must not come back with it
+    server.configure(max_batch_size=4)
+    for _ in range(5):
+        client.embed("text", ["after configure"])
+    time.sleep(0.5)
+    lines = [line for f in server.log_files() for line in f.read_text().splitlines()]
+    assert not [line for line in lines if ACCESS_LINE.search(line)]
+    assert all(line.startswith("{") for line in lines), [x for x in lines if x[:1] != "{"][:3]
 
 def test_clean_shutdown_leaves_no_process_or_port(server):
     from deploylab.serve.server import _port_open, _ray_processes

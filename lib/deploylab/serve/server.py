@@ -473,7 +473,11 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
     store = ray.remote(num_cpus=0)(MetricsStore).options(
         name=f"{app_name}-metrics", namespace="serve", get_if_exists=True).remote()
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    options = {"ray_actor_options": {"num_cpus": cpus,
+    # in the deployment's own options, so that `configure` (which runs the application again,
+    # and Serve then falls back to its default: text, INFO, an access line per request)
+    # keeps them
+    options = {"logging_config": logging_config,
+               "ray_actor_options": {"num_cpus": cpus,
                                      "runtime_env": {"env_vars": {
                                          **env, "TOKENIZERS_PARALLELISM": "false"}}},
                "max_ongoing_requests": max(64, 4 * max(s.max_batch_size for s in specs)),
