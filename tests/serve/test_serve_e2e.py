@@ -178,6 +178,7 @@ BAD = {
     "unknown model": ("/v2/models/nope/infer", _lin(), 404, "unknown model 'nope'"),
     "unknown version": ("/v2/models/lin/versions/9/infer", _lin(), 404, "no version '9'"),
     "unknown route": ("/v2/nothing", "{}", 404, "POST /v2/nothing"),
+    "wrong method": ("/v2/models/lin", "{}", 405, "Method Not Allowed (use GET)"),
 }
 
 

@@ -7,7 +7,7 @@ Modules: `protocol` (request validation, datatypes), `models` (`ModelSpec`: what
 Serve deployment; imports Ray), `server` (`start`/`stop`), `metrics`, `client`,
 `local` (`LocalClient`: a replica's answer in this process, for smoke runs),
 `load` (closed- and open-loop load), `monitor` (reading metrics, A/B agreement, drift).
-Ray, FastAPI and httpx load only when used, so `import deploylab.serve` stays fast.
+Ray, Starlette and httpx load only when used, so `import deploylab.serve` stays fast.
 
 Example:
     >>> from deploylab import serve
