@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -15,14 +16,21 @@ BATCH = 16
 
 
 def _in_process(spec, texts: list[str], threads: int, smoke: bool):
-    """The same runner the server uses, called directly: rows/s at each batch size."""
+    """The same runner the server uses, called directly: rows/s at each batch size.
+
+    Each call takes the next `b` queries in turn, cycling through all of them as the clients
+    do: a batch is padded to its longest query, so timing one fixed batch would time one
+    padded length (the first 16 queries pad to 17 tokens; batches of 16 in turn to 21 on
+    average, and up to 32)."""
     from ..serve.protocol import InferRequest
 
     runner = spec.build(threads)
 
     def call(b: int):
-        req = InferRequest(None, {"text": np.array(texts[:b], dtype=object)}, ["embedding"], b)
-        return lambda: runner.run([runner.prepare(req)])
+        reqs = itertools.cycle([
+            InferRequest(None, {"text": np.array(batch, dtype=object)}, ["embedding"], b)
+            for batch in (texts[i:i + b] for i in range(0, len(texts) - b + 1, b))])
+        return lambda: runner.run([runner.prepare(next(reqs))])
 
     sizes = (1, 8, 16, 32)
     timings = measure.compare({f"b{b}": call(b) for b in sizes}, warmup=2,
