@@ -225,7 +225,8 @@ class ModelServer:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            handler, params = _match(request.method, request.url.path)
+            # the scope's path: `request.url` would build a URL object on every request
+            handler, params = _match(request.method, request.scope["path"])
         except ProtocolError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         if handler == "infer":
