@@ -44,4 +44,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
             assert two[name]["threads_per_replica"] == 1
         assert two["no-batching-per-core"]["speedup_vs_baseline"] == 1.0
         assert two["dynamic-batching-per-core"]["max_batch_size"] == 16 // os.cpu_count()
+    ceiling = data["variants"][-1]
+    assert len(ceiling["ceiling_before_after"]) == 2 and min(ceiling["ceiling_before_after"]) > 0
+    for v in data["variants"][:-1]:  # judged against the pooled ceiling
+        assert v["fraction_of_in_process"] == pytest.approx(
+            v["throughput_per_s"] / ceiling["throughput_per_s"])
     assert data["clean_shutdown"] is True
