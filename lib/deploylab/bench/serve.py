@@ -116,8 +116,8 @@ def run(smoke: bool = False) -> BenchResult:
     size, the ceiling, timed before the servers start and again after they stop, pooled
     (`ceiling_before_after` has each). 16 closed-loop clients send one query (8-32 tokens)
     per request; throughput is queries/s, latency per request (ms) including HTTP; quality
-    is the worst cosine of each variant's embeddings to fp32 in-process ones. `targets` judges each
-    deployment against its own baseline (`one_replica`, `per_core`).
+    is the worst cosine of each variant's embeddings to fp32 in-process ones. `targets`
+    judges each deployment against its own baseline (`one_replica`, `per_core`).
     """
     from ..serve import load, start, zoo
 

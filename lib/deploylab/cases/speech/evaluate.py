@@ -3,14 +3,14 @@
 `compare` scores each ONNX variant on the held-out voices (accuracy, per class and over
 all), times one 1-second clip through each on one thread (a keyword spotter owns one small
 core), and measures sizes on disk. Latency is the model's: the log-mel front end is shared
-by all three and timed once, separately (`features_ms`).
+by all three and timed once, separately (`features_ms`). `snr_sweep` re-scores on the test
+clips with noise at other levels.
 
 Timing is interleaved against drift, in blocks of BLOCK calls of a variant (the first
 untimed), because a deployed spotter runs alone: its weights stay in cache from one window
 to the next. Called one at a time in turn, each student call would start with caches the
 teacher's 2.3 MB of weights had just filled, and the tiny model pays that miss on every
 call (~40% here, the teacher ~2%); that figure is kept as `cold_ms_p50`.
-`snr_sweep` re-scores on the test clips with noise at other levels.
 
 Example:
     >>> table, timings = compare(run.paths, ds)
