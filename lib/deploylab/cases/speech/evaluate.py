@@ -13,7 +13,7 @@ teacher's 2.3 MB of weights had just filled, and the tiny model pays that miss o
 call (~40% here, the teacher ~2%); that figure is kept as `cold_ms_p50`.
 
 Example:
-    >>> table, timings = compare(run.paths, ds)
+    >>> table, timings, features = compare(run.paths, ds)
     >>> stream = streaming_eval(run.paths["student-int8"], ds, seconds=300)
     >>> per_word = calibrated_thresholds(run.paths["student-int8"], ds)
     >>> tuned = streaming_eval(run.paths["student-int8"], ds, thresholds=per_word)
