@@ -212,15 +212,6 @@ class ModelServer:
         finally:
             self._count(model, ver, code, reason, start)
 
-    def _metadata(self, name: str, version: str | None) -> JSONResponse:
-        try:
-            runner = self._lookup(name, version)
-        except ProtocolError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
-        meta = runner.metadata()
-        meta["parameters"].update(self.batching[runner.spec.key])
-        return JSONResponse({**meta, "versions": self.versions[name]})
-
     # ------------------------------------------------------------------- routes
 
     async def __call__(self, request: Request) -> Response:
@@ -250,7 +241,13 @@ class ModelServer:
                              for n, vs in sorted(self.versions.items()) for v in vs])
 
     async def _model_metadata(self, name: str, version: str | None = None):
-        return self._metadata(name, version)
+        try:
+            runner = self._lookup(name, version)
+        except ProtocolError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        meta = runner.metadata()
+        meta["parameters"].update(self.batching[runner.spec.key])
+        return JSONResponse({**meta, "versions": self.versions[name]})
 
     async def _model_ready(self, name: str, version: str | None = None):
         try:
