@@ -93,5 +93,6 @@ def prefetch(smoke: bool = False) -> dict:
     Returns the model paths."""
     ds = build(SpeechConfig.smoke() if smoke else SpeechConfig(), progress=False)
     run = train_all(ds, TrainConfig.smoke() if smoke else TrainConfig(), progress=False)
-    calibrated_thresholds(run.paths["student-int8"], ds, **(SMOKE_VALIDATION if smoke else {}))
+    calibrated_thresholds(run.paths["student-int8"], ds,
+                          **(SMOKE_VALIDATION if smoke else VALIDATION))
     return {k: str(v) for k, v in run.paths.items()}

@@ -35,10 +35,10 @@ from .training import accuracy, onnx_logits
 __all__ = ["SMOKE_VALIDATION", "VALIDATION", "calibrated_thresholds", "compare", "confusion",
            "per_class_accuracy", "snr_sweep", "streaming_eval"]
 
-VALIDATION_SEEDS = (1, 2, 3)  # recordings for choosing decisions; seed 0 is the reported one
-# the validation recordings thresholds are calibrated on (smoke: one short one); prefetch, the
-# bench and the notebook share them, and so the cached thresholds
-VALIDATION = {"seeds": VALIDATION_SEEDS, "seconds": 600.0}
+# the validation recordings thresholds are calibrated on (smoke: one short one; seed 0 is the
+# reported recording); prefetch, the bench and the notebook share them, and so the cached
+# thresholds
+VALIDATION = {"seeds": (1, 2, 3), "seconds": 600.0}
 SMOKE_VALIDATION = {"seeds": (1,), "seconds": 20.0}
 BLOCK = 25  # calls of one variant in a row when timing (see the module docstring)
 
@@ -126,7 +126,7 @@ def streaming_eval(path, ds, *, seconds: float = 300.0, seed: int = 0, vad: bool
     return out
 
 
-def calibrated_thresholds(path, ds, *, seeds=VALIDATION_SEEDS,
+def calibrated_thresholds(path, ds, *, seeds=VALIDATION["seeds"],
                           seconds: float = VALIDATION["seconds"],
                           **spotter) -> dict[str, float]:
     """Per-word thresholds for one spotter model (`streaming.calibrate`), chosen on
