@@ -39,13 +39,14 @@ def _in_process(spec, texts: list[str], threads: int, smoke: bool):
     return runner, timings
 
 
-def _batch_stats(text: str) -> tuple[float, float]:
-    """(batches, rows) so far, from the server's batch-size histogram."""
+def _batch_stats(text: str) -> np.ndarray:
+    """(batches, rows, seconds in the model) so far, summed over the replicas, from the
+    server's batch-size and inference-time histograms."""
     from ..serve import monitor
 
-    count = sum(v for _, v in monitor.samples(text, "deploylab_batch_size_count"))
-    rows = sum(v for _, v in monitor.samples(text, "deploylab_batch_size_sum"))
-    return count, rows
+    return np.array([sum(v for _, v in monitor.samples(text, series)) for series in (
+        "deploylab_batch_size_count", "deploylab_batch_size_sum",
+        "deploylab_inference_seconds_sum")])
 
 
 def _served(server, bodies, duration_s: float, rounds: int, batch: int,
@@ -63,7 +64,7 @@ def _served(server, bodies, duration_s: float, rounds: int, batch: int,
     if direct and not suffix:
         configs["dynamic-batching-proxy"] = (batch, WAIT_S, server.url)
     records: dict[str, list] = {k: [] for k in configs}
-    batches = dict.fromkeys(configs, (0.0, 0.0))
+    stats = {k: np.zeros(3) for k in configs}  # batches, rows, model seconds
     client = server.client()
     for _ in range(rounds):
         for name, (size, wait, target) in configs.items():
@@ -75,11 +76,10 @@ def _served(server, bodies, duration_s: float, rounds: int, batch: int,
                                    duration_s=duration_s)
             after = _batch_stats(client.metrics())
             records[name].append(res)
-            b, r = batches[name]
-            batches[name] = (b + after[0] - before[0], r + after[1] - before[1])
+            stats[name] += after - before
     client.close()
     endpoint = "replica (direct ingress)" if direct else "proxy"
-    return {k: (v, batches[k]) for k, v in records.items()}, endpoint
+    return {k: (v, stats[k]) for k, v in records.items()}, endpoint
 
 
 def _merged(results) -> dict:
@@ -116,7 +116,9 @@ def run(smoke: bool = False) -> BenchResult:
     size, the ceiling, timed before the servers start and again after they stop, pooled
     (`ceiling_before_after` has each). 16 closed-loop clients send one query (8-32 tokens)
     per request; throughput is queries/s, latency per request (ms) including HTTP; quality
-    is the worst cosine of each variant's embeddings to fp32 in-process ones. `targets`
+    is the worst cosine of each variant's embeddings to fp32 in-process ones. `model_busy`
+    is the share of a served run each replica's model spent computing (from the server's
+    inference-time histogram): what keeps a served variant from its ceiling. `targets`
     judges each deployment against its own baseline (`one_replica`, `per_core`).
     """
     from ..serve import load, start, zoo
@@ -150,7 +152,7 @@ def run(smoke: bool = False) -> BenchResult:
         leftovers += server.leftovers
         quality = float(measure.cosine(reference, emb).min())
         base = _merged(runs[f"no-batching{suffix}"][0])
-        for name, (results, (batches, rows)) in runs.items():
+        for name, (results, (batches, rows, model_s)) in runs.items():
             s = _merged(results)
             unbatched = name.startswith("no-batching")
             extras[name] = {
@@ -161,6 +163,9 @@ def run(smoke: bool = False) -> BenchResult:
                 "concurrency": CONCURRENCY, "max_batch_size": 1 if unbatched else batch,
                 "batch_wait_ms": 0.0 if unbatched else WAIT_S * 1e3,
                 "mean_batch_size": rows / batches if batches else None,
+                # share of the run each replica's model was computing: the rest of a
+                # replica's time goes to HTTP, parsing and answering, or waiting
+                "model_busy": model_s / (s["duration_s"] * replicas),
                 "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
                 "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"]}
             variants.append(Variant(
