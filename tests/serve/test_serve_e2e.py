@@ -244,6 +244,7 @@ def test_a_sweep_can_aim_at_a_replica_directly(server):
     row = table.iloc[0]
     assert row["setting"] == "direct" and row["concurrency"] == 2 and row["errors"] == 0
     assert row["throughput_per_s"] > 0 and row["mean_batch_size"] >= 1
+    assert 0 < row["model_busy"] <= 1.05  # the model computed for part of the run
     # "replicas": every replica's own endpoint, looked up after each change; the metadata
     # reports the batching in force, not the one the server started with
     smaller = {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}

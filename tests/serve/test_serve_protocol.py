@@ -109,6 +109,21 @@ def test_metrics_sum_over_replicas_in_prometheus_text():
     assert 0.01 < p50 <= 0.025
 
 
+def test_batch_totals_sum_batches_rows_and_model_time_per_model():
+    a, b = Metrics(), Metrics()
+    for m, (model, size, seconds) in ((a, ("m", 4, 0.01)), (b, ("m", 12, 0.03)),
+                                      (a, ("other", 1, 0.5))):
+        m.observe("deploylab_batch_size", {"model": model, "version": "1"}, size)
+        m.observe("deploylab_inference_seconds", {"model": model, "version": "1"}, seconds)
+    store = MetricsStore()
+    store.push("r1", a.snapshot())
+    store.push("r2", b.snapshot())
+    text = store.render()
+    assert monitor.batch_totals(text, "m") == pytest.approx([2, 16, 0.04])
+    assert monitor.batch_totals(text) == pytest.approx([3, 17, 0.54])
+    assert monitor.batch_totals(text, "absent").tolist() == [0, 0, 0]
+
+
 def test_slo_report_counts_errors_as_misses():
     r = monitor.slo_report([10, 20, 30, 300], slo_ms=100, target=0.7, errors=1)
     assert r["within_slo"] == pytest.approx(0.6) and r["error_rate"] == pytest.approx(0.2)

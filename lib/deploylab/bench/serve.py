@@ -39,16 +39,6 @@ def _in_process(spec, texts: list[str], threads: int, smoke: bool):
     return runner, timings
 
 
-def _batch_stats(text: str) -> np.ndarray:
-    """(batches, rows, seconds in the model) so far, summed over the replicas, from the
-    server's batch-size and inference-time histograms."""
-    from ..serve import monitor
-
-    return np.array([sum(v for _, v in monitor.samples(text, series)) for series in (
-        "deploylab_batch_size_count", "deploylab_batch_size_sum",
-        "deploylab_inference_seconds_sum")])
-
-
 def _served(server, bodies, duration_s: float, rounds: int, batch: int,
             suffix: str = "") -> tuple[dict, str]:
     """Closed-loop runs of the served variants, alternated over `rounds` so that drift of
@@ -56,6 +46,7 @@ def _served(server, bodies, duration_s: float, rounds: int, batch: int,
     (Serve's direct ingress, clients spread over them) where they have their own endpoints;
     `dynamic-batching-proxy` goes through Serve's proxy, to show what that hop costs."""
     from ..serve import load
+    from ..serve.monitor import batch_totals
 
     direct = server.replica_urls()
     url = direct or server.url
@@ -71,10 +62,10 @@ def _served(server, bodies, duration_s: float, rounds: int, batch: int,
             server.configure(max_batch_size=size, batch_wait_timeout_s=wait)
             load.closed_loop(target, "minilm", bodies, concurrency=CONCURRENCY,
                              duration_s=1.0)  # warm-up after the change
-            before = _batch_stats(client.metrics())
+            before = batch_totals(client.metrics())
             res = load.closed_loop(target, "minilm", bodies, concurrency=CONCURRENCY,
                                    duration_s=duration_s)
-            after = _batch_stats(client.metrics())
+            after = batch_totals(client.metrics())
             records[name].append(res)
             stats[name] += after - before
     client.close()

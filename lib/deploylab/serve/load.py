@@ -284,15 +284,6 @@ def open_loop(url: str | Sequence[str], model: str, bodies: Sequence[bytes | dic
     return _run(main)
 
 
-def _batches(text: str, model: str) -> tuple[float, float]:
-    from .monitor import samples
-
-    def total(series: str) -> float:
-        return sum(v for lab, v in samples(text, series) if lab.get("model") == model)
-
-    return total("deploylab_batch_size_count"), total("deploylab_batch_size_sum")
-
-
 def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
           settings: Mapping[str, Mapping], concurrencies: Sequence[int] = (16,),
           duration_s: float = 5.0, warmup_s: float = 1.0, version: str | None = None,
@@ -317,10 +308,13 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
 
     Returns:
         pandas.DataFrame: one row per (setting, concurrency): throughput_per_s,
-        latency_ms_p50/p90/p99, errors, mean_batch_size (rows per model call, from the
-        server's metrics).
+        latency_ms_p50/p90/p99, errors, and from the server's metrics mean_batch_size (rows
+        per model call) and model_busy (the share of the run each replica's model spent
+        computing; the rest went to HTTP, parsing and answering, or waiting for requests).
     """
     import pandas as pd
+
+    from .monitor import batch_totals
 
     client = server.client()
     target = url or server.url
@@ -329,16 +323,18 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
         server.configure(**config)
         if url == "replicas":
             target = server.replica_urls()
+        replicas = max(1, len(server.replicas()))
         for c in concurrencies:
             closed_loop(target, model, bodies, concurrency=c, duration_s=warmup_s,
                         version=version)
-            b0, r0 = _batches(client.metrics(), model)
+            before = batch_totals(client.metrics(), model)
             res = closed_loop(target, model, bodies, concurrency=c,
                               duration_s=duration_s, version=version).summary()
-            b1, r1 = _batches(client.metrics(), model)
+            batches, n, seconds = batch_totals(client.metrics(), model) - before
             rows.append({"setting": label, "concurrency": c,
                          **{k: res[k] for k in ("throughput_per_s", "latency_ms_p50",
                                                 "latency_ms_p90", "latency_ms_p99", "errors")},
-                         "mean_batch_size": (r1 - r0) / (b1 - b0) if b1 > b0 else float("nan")})
+                         "mean_batch_size": n / batches if batches else float("nan"),
+                         "model_busy": seconds / (res["duration_s"] * replicas)})
     client.close()
     return pd.DataFrame(rows)

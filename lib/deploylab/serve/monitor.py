@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "DriftResult",
     "agreement",
+    "batch_totals",
     "embedding_drift",
     "histogram",
     "histogram_quantile",
@@ -47,6 +48,21 @@ def samples(text: str, name: str) -> list[tuple[dict, float]]:
 
 def _match(labels: dict, want: Mapping[str, str] | None) -> bool:
     return all(labels.get(k) == str(v) for k, v in (want or {}).items())
+
+
+def batch_totals(text: str, model: str | None = None) -> np.ndarray:
+    """Batches run, rows in them and seconds the model spent on them, so far, summed over
+    replicas and versions (of `model`, or of every model). The difference of two readings
+    describes what happened between them: rows / batches is the mean batch size, seconds
+    over the wall time how busy the model was.
+
+    Returns:
+        numpy.ndarray: [batches, rows, model seconds].
+    """
+    want = None if model is None else {"model": model}
+    return np.array([sum(v for lab, v in samples(text, series) if _match(lab, want))
+                     for series in ("deploylab_batch_size_count", "deploylab_batch_size_sum",
+                                    "deploylab_inference_seconds_sum")])
 
 
 def requests_table(text: str):
