@@ -33,6 +33,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     # each replica's model computes for part of the run, never for more than all of it
     # (one batch that started before the window may count whole)
     assert all(0 < v["model_busy"] <= 1.05 for v in data["variants"][:-1])
+    for v in data["variants"][:-1]:  # throughput = busy share x replicas x compute speed
+        assert v["throughput_per_s"] == pytest.approx(
+            v["model_busy"] * v["replicas"] * v["model_rows_per_s"], rel=0.25), v["name"]
     assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
     assert served[1]["max_batch_size"] == served[2]["max_batch_size"] > 1
     assert [v["endpoint"] for v in served] == [data["endpoint"]] * 2 + ["proxy"]

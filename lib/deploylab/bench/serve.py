@@ -109,7 +109,10 @@ def run(smoke: bool = False) -> BenchResult:
     per request; throughput is queries/s, latency per request (ms) including HTTP; quality
     is the worst cosine of each variant's embeddings to fp32 in-process ones. `model_busy`
     is the share of a served run each replica's model spent computing (from the server's
-    inference-time histogram): what keeps a served variant from its ceiling. `targets`
+    inference-time histogram), and `model_rows_per_s` how fast it computed meanwhile, so
+    throughput = model_busy x replicas x model_rows_per_s: the first says how long the model
+    waits between batches, the second how much slower it runs beside Ray's own processes
+    than alone (`throughput_by_batch` of `in-process`, which tokenizes too). `targets`
     judges each deployment against its own baseline (`one_replica`, `per_core`).
     """
     from ..serve import load, start, zoo
@@ -157,6 +160,9 @@ def run(smoke: bool = False) -> BenchResult:
                 # share of the run each replica's model was computing: the rest of a
                 # replica's time goes to HTTP, parsing and answering, or waiting
                 "model_busy": model_s / (s["duration_s"] * replicas),
+                # one replica's model speed while it computes: against the in-process
+                # throughput_by_batch it shows what sharing the cores with Ray costs the model
+                "model_rows_per_s": rows / model_s if model_s else None,
                 "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
                 "p99_vs_baseline": s["latency_ms_p99"] / base["latency_ms_p99"]}
             variants.append(Variant(
