@@ -273,12 +273,15 @@ def test_configure_keeps_the_logging_settings(server, client):
     assert not [line for line in lines if ACCESS_LINE.search(line)]
     assert all(line.startswith("{") for line in lines), [x for x in lines if x[:1] != "{"][:3]
 
-def test_clean_shutdown_leaves_no_process_or_port(server):
+def test_clean_shutdown_leaves_no_process_or_port(server, capfd):
     from deploylab.serve.server import _port_open, _ray_processes
 
     procs = _ray_processes()
     assert procs, "the server's Ray processes are visible before stopping"
+    capfd.readouterr()
     assert server.stop() == []
+    said = capfd.readouterr()
+    assert "failed" not in said.err + said.out, "a clean stop prints no failure"
     assert not _port_open(server.host, server.port)
     assert not [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert server.stop() == []  # idempotent

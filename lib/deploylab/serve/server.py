@@ -168,11 +168,10 @@ class Server:
             return self.leftovers
         import psutil
         import ray
-        from ray import serve
 
         procs = _ray_processes() if self._started_ray else []
         with contextlib.suppress(Exception):
-            serve.shutdown()
+            _shutdown_serve(timeout_s)
         if self._started_ray:
             ray.shutdown()
         _, alive = psutil.wait_procs(procs, timeout=timeout_s)
@@ -190,6 +189,24 @@ class Server:
         if self in _RUNNING:
             _RUNNING.remove(self)
         return leftovers
+
+
+def _shutdown_serve(timeout_s: float) -> None:
+    """`serve.shutdown()` without the warning Ray prints on every one of them ("(raylet) Task
+    ServeController.graceful_shutdown failed. There are infinite retries remaining..."):
+    the controller exits while the driver's call to it is in flight, as Serve intends, but
+    that call inherits the controller's infinite task retries, and the driver reports each
+    retry. The same call without retries ends in the RayActorError Serve expects; a
+    controller that does not exit in time is left to `serve.shutdown()` as before."""
+    import ray
+    from ray import serve
+
+    with contextlib.suppress(ValueError, ray.exceptions.RayActorError, TimeoutError):
+        controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+        ray.get(controller.graceful_shutdown.options(max_task_retries=0).remote(),
+                timeout=timeout_s)
+    with _quiet_serve():  # then it only clears this process's state, at INFO
+        serve.shutdown()
 
 
 @contextlib.contextmanager
@@ -419,8 +436,6 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
     Returns:
         Server: running; `stop()` it or use it in a `with` block.
     """
-    from ray import serve
-
     specs = [models] if isinstance(models, ModelSpec) else list(models)
     if not specs or not all(isinstance(s, ModelSpec) for s in specs):
         raise ServeError("start() needs one or more ModelSpec")
@@ -448,7 +463,7 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
                        app_name, started, json_logs, access_log, log_level, timeout_s)
     except BaseException:
         with contextlib.suppress(Exception):
-            serve.shutdown()
+            _shutdown_serve(timeout_s)
         if started:
             import ray
 
