@@ -132,9 +132,16 @@ def _check(bodies, duration_s: float, max_requests: int | None) -> list[bytes]:
 
 def _run(coro_fn: Callable[[], object]):
     """Run a coroutine on a fresh event loop in a worker thread, so this works in Jupyter
-    (whose own loop is already running) as well as in scripts."""
+    (whose own loop is already running) as well as in scripts. The loop is uvloop's where
+    it is installed (Ray Serve brings it): the clients share the cores with the server they
+    measure, and with it they take about a tenth less CPU per request (137 against 150 us)."""
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:  # e.g. on Windows
+        run = asyncio.run
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_fn())).result()
+        return pool.submit(lambda: run(coro_fn())).result()
 
 
 async def _send(session, url: str, body: bytes, start: float, sent: float, records: list):
