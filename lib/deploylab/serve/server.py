@@ -122,10 +122,8 @@ class Server:
         of one replica can talk to it directly. Both speak the same protocol.
         """
         import ray
-        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
-        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        groups = ray.get(controller.get_target_groups.remote(self.app_name), timeout=30)
+        groups = ray.get(_controller().get_target_groups.remote(self.app_name), timeout=30)
         # replicas bind where the proxy does (`host`); Serve reports the node's address
         return sorted(f"http://{self.host}:{t.port}" for g in groups
                       if str(g.protocol).upper().endswith("HTTP") for t in g.targets
@@ -202,11 +200,18 @@ def _shutdown_serve(timeout_s: float) -> None:
     from ray import serve
 
     with contextlib.suppress(ValueError, ray.exceptions.RayActorError, TimeoutError):
-        controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
-        ray.get(controller.graceful_shutdown.options(max_task_retries=0).remote(),
+        ray.get(_controller().graceful_shutdown.options(max_task_retries=0).remote(),
                 timeout=timeout_s)
     with _quiet_serve():  # then it only clears this process's state, at INFO
         serve.shutdown()
+
+
+def _controller():
+    """Serve's controller actor (ValueError when Serve is not running)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
 
 
 @contextlib.contextmanager
