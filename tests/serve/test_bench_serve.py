@@ -20,8 +20,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     # on a fresh local Ray the replica has its own endpoint, so the proxy's hop is shown too
     assert data["endpoint"] == "replica (direct ingress)"
     per_core = ["no-batching-per-core", "dynamic-batching-per-core"] if os.cpu_count() > 1 else []
+    ceilings = ["in-process", "in-process-per-core"] if per_core else ["in-process"]
     assert names == ["no-batching", "dynamic-batching", "dynamic-batching-proxy", *per_core,
-                     "in-process"]
+                     *ceilings]
     for v in data["variants"]:
         for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_per_s",
                     "size_mb", "errors"):
@@ -32,15 +33,16 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     assert all(v["requests"] > 0 for v in served)
     # each replica's model computes for part of the run, never for more than all of it
     # (one batch that started before the window may count whole)
-    assert all(0 < v["model_busy"] <= 1.05 for v in data["variants"][:-1])
-    for v in data["variants"][:-1]:  # throughput = busy share x replicas x compute speed
+    served_all = data["variants"][:-len(ceilings)]
+    assert all(0 < v["model_busy"] <= 1.05 for v in served_all)
+    for v in served_all:  # throughput = busy share x replicas x compute speed
         assert v["throughput_per_s"] == pytest.approx(
             v["model_busy"] * v["replicas"] * v["model_rows_per_s"], rel=0.25), v["name"]
     assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
     assert served[1]["max_batch_size"] == served[2]["max_batch_size"] > 1
     assert [v["endpoint"] for v in served] == [data["endpoint"]] * 2 + ["proxy"]
     keys = {"throughput_vs_no_batching", "p99_vs_no_batching", "fraction_of_in_process",
-            "errors", "met"}
+            "fraction_of_best_in_process", "errors", "met", "met_against_best_in_process"}
     assert set(data["targets"]) >= keys and set(data["targets"]["one_replica"]) == keys
     if per_core:  # one replica per core, one thread each, clients spread over them
         two = {v["name"]: v for v in data["variants"]}
@@ -50,9 +52,21 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
             assert two[name]["threads_per_replica"] == 1
         assert two["no-batching-per-core"]["speedup_vs_baseline"] == 1.0
         assert two["dynamic-batching-per-core"]["max_batch_size"] == 16 // os.cpu_count()
-    ceiling = data["variants"][-1]
-    assert len(ceiling["ceiling_before_after"]) == 2 and min(ceiling["ceiling_before_after"]) > 0
-    for v in data["variants"][:-1]:  # judged against the pooled ceiling
+    by_name = {v["name"]: v for v in data["variants"]}
+    ceiling = by_name["in-process"]  # the issue's: one call with every core
+    for c in (by_name[n] for n in ceilings):
+        assert len(c["ceiling_before_after"]) == 2 and min(c["ceiling_before_after"]) > 0
+        # the best batch size of its split of the cores
+        assert c["throughput_per_s"] == pytest.approx(max(c["throughput_by_batch"].values()))
+        assert c["threads_per_call"] * c["calls_at_once"] == os.cpu_count()
+    assert sorted(map(int, ceiling["throughput_by_batch"])) == [1, 8, 16, 32]
+    assert ceiling["calls_at_once"] == 1
+    if per_core:
+        assert sorted(map(int, by_name["in-process-per-core"]["throughput_by_batch"])) == [1, 4, 8]
+        assert by_name["in-process-per-core"]["calls_at_once"] == os.cpu_count()
+    best = max(by_name[n]["throughput_per_s"] for n in ceilings)
+    for v in served_all:  # judged against the ceiling, and against the best
         assert v["fraction_of_in_process"] == pytest.approx(
             v["throughput_per_s"] / ceiling["throughput_per_s"])
+        assert v["fraction_of_best_in_process"] == pytest.approx(v["throughput_per_s"] / best)
     assert data["clean_shutdown"] is True

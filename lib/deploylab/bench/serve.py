@@ -16,26 +16,51 @@ BATCH = 16
 
 
 def _in_process(spec, texts: list[str], threads: int, smoke: bool):
-    """The same runner the server uses, called directly: rows/s at each batch size.
+    """The same runner the server uses, called directly: rows/s at each batch size, with
+    the cores shared two ways: one call at a time on `threads` intra-op threads (`b{N}`),
+    and `threads` one-thread calls at once, one per core (`b{N}x{threads}`, N rows each,
+    timed per call).
 
     Each call takes the next `b` queries in turn, cycling through all of them as the clients
     do: a batch is padded to its longest query, so timing one fixed batch would time one
     padded length (the first 16 queries pad to 17 tokens; batches of 16 in turn to 21 on
     average, and up to 32)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..serve.protocol import InferRequest
 
-    runner = spec.build(threads)
-
-    def call(b: int):
-        reqs = itertools.cycle([
+    def batches(b: int, start: int = 0):
+        return itertools.cycle([
             InferRequest(None, {"text": np.array(batch, dtype=object)}, ["embedding"], b)
-            for batch in (texts[i:i + b] for i in range(0, len(texts) - b + 1, b))])
+            for batch in (texts[i:i + b] for i in range(start, len(texts) - b + 1, b))])
+
+    def call(runner, reqs):
         return lambda: runner.run([runner.prepare(next(reqs))])
 
-    sizes = (1, 8, 16, 32)
-    timings = measure.compare({f"b{b}": call(b) for b in sizes}, warmup=2,
-                              repeats=5 if smoke else 15, batch_size={f"b{b}": b for b in sizes},
-                              max_time_s=2 if smoke else 8)
+    runner = spec.build(threads)
+    fns = {f"b{b}": call(runner, batches(b)) for b in (1, 8, 16, 32)}
+    rows = {f"b{b}": b for b in (1, 8, 16, 32)}
+    calls_per_sample = {}
+    if threads > 1:
+        # ONNX Runtime's threads meet at every operator; on a model this small with short
+        # queries that costs more than it shares, and independent one-thread calls, one per
+        # core, go faster. Each sample runs 16 rows per core, so that the pool's hand-off
+        # at the end of a sample (a barrier) stays small against the calls
+        single, pool = spec.build(1), ThreadPoolExecutor(threads)
+        for b in (1, 4, 8):
+            k = 16 // b
+            calls = [call(single, batches(b, i)) for i in range(threads)]
+            fns[f"b{b}x{threads}"] = lambda calls=calls, k=k: list(
+                pool.map(lambda f: [f() for _ in range(k)], calls))
+            rows[f"b{b}x{threads}"], calls_per_sample[f"b{b}x{threads}"] = b * threads, k
+    timings = measure.compare(fns, warmup=2, repeats=5 if smoke else 15, batch_size=rows,
+                              max_time_s=2 if smoke else 6)
+    if threads > 1:
+        pool.shutdown()
+    # per-core samples as the time of one call on each core, so rows/s reads the same
+    for key, k in calls_per_sample.items():
+        t = timings[key]
+        timings[key] = measure.Timing(key, [ms / k for ms in t.samples_ms], t.batch_size)
     return runner, timings
 
 
@@ -86,10 +111,14 @@ def _targets(by_name: dict, suffix: str) -> dict:
     t = {"throughput_vs_no_batching": dyn["speedup_vs_baseline"],
          "p99_vs_no_batching": dyn["p99_vs_baseline"],
          "fraction_of_in_process": dyn["fraction_of_in_process"],
+         "fraction_of_best_in_process": dyn["fraction_of_best_in_process"],
          "errors": sum(by_name[f"{k}{suffix}"]["errors"]
                        for k in ("no-batching", "dynamic-batching"))}
     t["met"] = bool(t["throughput_vs_no_batching"] >= 1.5 and t["p99_vs_no_batching"] <= 2.0
                     and t["fraction_of_in_process"] >= 0.6 and t["errors"] == 0)
+    # the same, judged against the best in-process split of the cores (not the issue's)
+    t["met_against_best_in_process"] = bool(t["met"]
+                                            and t["fraction_of_best_in_process"] >= 0.6)
     return t
 
 
@@ -104,7 +133,10 @@ def run(smoke: bool = False) -> BenchResult:
       baseline) and `dynamic-batching-per-core`;
 
     and `in-process`: the same runner called directly with every core at its best batch
-    size, the ceiling, timed before the servers start and again after they stop, pooled
+    size, the issue's ceiling (`fraction_of_in_process`, `targets`), and
+    `in-process-per-core`: one one-thread call per core at once, at its best batch size,
+    often faster on a small model (`fraction_of_best_in_process` is against the faster of
+    the two); each timed before the servers start and again after they stop, pooled
     (`ceiling_before_after` has each). 16 closed-loop clients send one query (8-32 tokens)
     per request; throughput is queries/s, latency per request (ms) including HTTP; quality
     is the worst cosine of each variant's embeddings to fp32 in-process ones. `model_busy`
@@ -112,8 +144,9 @@ def run(smoke: bool = False) -> BenchResult:
     inference-time histogram), and `model_rows_per_s` how fast it computed meanwhile, so
     throughput = model_busy x replicas x model_rows_per_s: the first says how long the model
     waits between batches, the second how much slower it runs beside Ray's own processes
-    than alone (`throughput_by_batch` of `in-process`, which tokenizes too). `targets`
-    judges each deployment against its own baseline (`one_replica`, `per_core`).
+    than alone (`in-process`, which tokenizes too: `in-process`'s `throughput_by_batch` for
+    one replica, `in-process-per-core`'s / cores for one per-core replica). `targets` judges
+    each deployment against its own baseline (`one_replica`, `per_core`).
     """
     from ..serve import load, start, zoo
 
@@ -176,23 +209,38 @@ def run(smoke: bool = False) -> BenchResult:
     del runner
     timings = {k: measure.Timing(k, t.samples_ms + after[k].samples_ms, t.batch_size)
                for k, t in before.items()}
-    best = max(timings.values(), key=lambda t: t.throughput_per_s)
+    one_call = {k: t for k, t in timings.items() if "x" not in k}
+    per_core = {k: t for k, t in timings.items() if "x" in k}
+    best = max(one_call.values(), key=lambda t: t.throughput_per_s)
+    best_of_all = max(timings.values(), key=lambda t: t.throughput_per_s)
     for v in variants:
+        # the issue's ceiling: one call with every core, at its best batch size
         v.extra["fraction_of_in_process"] = v.throughput_per_s / best.throughput_per_s
+        # and the best this machine does in process, whichever split of the cores
+        v.extra["fraction_of_best_in_process"] = (v.throughput_per_s
+                                                  / best_of_all.throughput_per_s)
     baseline = variants[0].throughput_per_s  # no-batching, one replica
-    variants.append(Variant(
-        name="in-process", latency_ms_p50=best.p50, latency_ms_p90=best.p90,
-        throughput_per_s=best.throughput_per_s, size_mb=size_mb,
-        quality={"metric": "cosine_to_fp32_min",
-                 "value": float(measure.cosine(reference, inproc_emb).min())},
-        extra={"latency_ms_p99": best.p99, "requests": len(best.samples_ms), "errors": 0,
-               "batch_size": best.batch_size, "latency_unit": "one batch call",
-               "threads": threads,
-               "throughput_by_batch": {t.batch_size: t.throughput_per_s
-                                       for t in timings.values()},
-               "ceiling_before_after": [max(t.throughput_per_s for t in x.values())
-                                        for x in (before, after)],
-               "speedup_vs_baseline": best.throughput_per_s / baseline}))
+    quality = {"metric": "cosine_to_fp32_min",
+               "value": float(measure.cosine(reference, inproc_emb).min())}
+    for name, group, calls in (("in-process", one_call, 1),
+                               ("in-process-per-core", per_core, threads)):
+        if not group:
+            continue
+        top = max(group.values(), key=lambda t: t.throughput_per_s)
+        variants.append(Variant(
+            name=name, latency_ms_p50=top.p50, latency_ms_p90=top.p90,
+            throughput_per_s=top.throughput_per_s, size_mb=size_mb, quality=quality,
+            extra={"latency_ms_p99": top.p99, "requests": len(top.samples_ms), "errors": 0,
+                   "batch_size": top.batch_size // calls, "calls_at_once": calls,
+                   "threads_per_call": threads // calls,
+                   "latency_unit": "one batch call" if calls == 1
+                   else f"one batch call, {calls} at once",
+                   "threads": threads,
+                   "throughput_by_batch": {t.batch_size // calls: t.throughput_per_s
+                                           for t in group.values()},
+                   "ceiling_before_after": [max(x[k].throughput_per_s for k in group)
+                                            for x in (before, after)],
+                   "speedup_vs_baseline": top.throughput_per_s / baseline}))
     # the issue's targets, judged per deployment; flat keys are the one-replica deployment's
     targets = {**_targets(extras, ""), "one_replica": _targets(extras, "")}
     if len(deployments) > 1:
