@@ -160,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
                        "target_ongoing_requests": 8}
     server = serve.start(specs, host=args.host, port=args.port, num_replicas=args.replicas,
                          autoscaling=autoscaling, threads=args.threads,
+                         workers=args.workers,
                          ray_address=args.ray, access_log=args.access_log)
     try:
         first = specs[0]
@@ -262,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "replicas instead")
     s.add_argument("--max-batch-size", type=int, help="dynamic batching: most rows per call")
     s.add_argument("--batch-wait-ms", type=float, help="dynamic batching: wait to fill (ms)")
-    s.add_argument("--threads", type=int, help="compute threads per replica")
+    s.add_argument("--threads", type=int, help="compute threads per model call")
+    s.add_argument("--workers", type=int, default=1,
+                   help="batches a replica runs at once, sharing the weights (default 1)")
     s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster to serve on "
                                                     "(default: start one on this machine)")
     s.add_argument("--access-log", action="store_true", help="log every request")

@@ -19,7 +19,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     names = [v["name"] for v in data["variants"]]
     # on a fresh local Ray the replica has its own endpoint, so the proxy's hop is shown too
     assert data["endpoint"] == "replica (direct ingress)"
-    per_core = ["no-batching-per-core", "dynamic-batching-per-core"] if os.cpu_count() > 1 else []
+    cores = os.cpu_count()
+    per_core = ["no-batching-workers", "dynamic-batching-workers", "no-batching-per-core",
+                "dynamic-batching-per-core"] if cores > 1 else []
     ceilings = ["in-process", "in-process-per-core"] if per_core else ["in-process"]
     assert names == ["no-batching", "dynamic-batching", "dynamic-batching-proxy", *per_core,
                      *ceilings]
@@ -35,23 +37,26 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     # (one batch that started before the window may count whole)
     served_all = data["variants"][:-len(ceilings)]
     assert all(0 < v["model_busy"] <= 1.05 for v in served_all)
-    for v in served_all:  # throughput = busy share x replicas x compute speed
+    for v in served_all:  # throughput = busy share x replicas x workers x compute speed
         assert v["throughput_per_s"] == pytest.approx(
-            v["model_busy"] * v["replicas"] * v["model_rows_per_s"], rel=0.25), v["name"]
+            v["model_busy"] * v["replicas"] * v["workers_per_replica"] * v["model_rows_per_s"],
+            rel=0.25), v["name"]
     assert served[0]["max_batch_size"] == 1 and served[0]["speedup_vs_baseline"] == 1.0
     assert served[1]["max_batch_size"] == served[2]["max_batch_size"] > 1
     assert [v["endpoint"] for v in served] == [data["endpoint"]] * 2 + ["proxy"]
     keys = {"throughput_vs_no_batching", "p99_vs_no_batching", "fraction_of_in_process",
             "fraction_of_best_in_process", "errors", "met", "met_against_best_in_process"}
     assert set(data["targets"]) >= keys and set(data["targets"]["one_replica"]) == keys
-    if per_core:  # one replica per core, one thread each, clients spread over them
+    if per_core:  # a worker, or a replica, per core, one thread each
         two = {v["name"]: v for v in data["variants"]}
-        assert set(data["targets"]["per_core"]) == keys
+        assert set(data["targets"]["workers"]) == keys == set(data["targets"]["per_core"])
         for name in per_core:
-            assert two[name]["replicas"] == os.cpu_count() and two[name]["requests"] > 0
-            assert two[name]["threads_per_replica"] == 1
-        assert two["no-batching-per-core"]["speedup_vs_baseline"] == 1.0
-        assert two["dynamic-batching-per-core"]["max_batch_size"] == 16 // os.cpu_count()
+            shape = (1, cores) if "workers" in name else (cores, 1)
+            assert (two[name]["replicas"], two[name]["workers_per_replica"]) == shape
+            assert two[name]["threads_per_worker"] == 1 and two[name]["requests"] > 0
+        for suffix in ("-workers", "-per-core"):
+            assert two[f"no-batching{suffix}"]["speedup_vs_baseline"] == 1.0
+            assert two[f"dynamic-batching{suffix}"]["max_batch_size"] == 16 // cores
     by_name = {v["name"]: v for v in data["variants"]}
     ceiling = by_name["in-process"]  # the issue's: one call with every core
     for c in (by_name[n] for n in ceilings):

@@ -123,14 +123,16 @@ def _targets(by_name: dict, suffix: str) -> dict:
 
 
 def run(smoke: bool = False) -> BenchResult:
-    """Two deployments of the same model, each measured with and without batching:
+    """Three deployments of the same model, each measured with and without batching:
 
-    - one replica with every core: variants `no-batching` (baseline: max batch 1),
-      `dynamic-batching` (max batch 16, 5 ms wait) and `dynamic-batching-proxy` (the same
-      through Serve's proxy, when the replica has its own endpoint);
+    - one replica, one model call at a time on every core: variants `no-batching`
+      (baseline: max batch 1), `dynamic-batching` (max batch 16, 5 ms wait) and
+      `dynamic-batching-proxy` (the same through Serve's proxy, when the replica has its
+      own endpoint);
+    - one replica with a worker per core (`-workers`): one-thread calls on each core at
+      once, sharing one copy of the weights, max batch 16 / cores;
     - one replica per core, one thread each (`-per-core`), the 16 clients spread over the
-      replicas' own endpoints, max batch 16 / replicas: `no-batching-per-core` (its
-      baseline) and `dynamic-batching-per-core`;
+      replicas' own endpoints, max batch 16 / replicas;
 
     and `in-process`: the same runner called directly with every core at its best batch
     size, the issue's ceiling (`fraction_of_in_process`, `targets`), and
@@ -140,13 +142,14 @@ def run(smoke: bool = False) -> BenchResult:
     (`ceiling_before_after` has each). 16 closed-loop clients send one query (8-32 tokens)
     per request; throughput is queries/s, latency per request (ms) including HTTP; quality
     is the worst cosine of each variant's embeddings to fp32 in-process ones. `model_busy`
-    is the share of a served run each replica's model spent computing (from the server's
+    is the share of a served run each worker's model spent computing (from the server's
     inference-time histogram), and `model_rows_per_s` how fast it computed meanwhile, so
-    throughput = model_busy x replicas x model_rows_per_s: the first says how long the model
-    waits between batches, the second how much slower it runs beside Ray's own processes
-    than alone (`in-process`, which tokenizes too: `in-process`'s `throughput_by_batch` for
-    one replica, `in-process-per-core`'s / cores for one per-core replica). `targets` judges
-    each deployment against its own baseline (`one_replica`, `per_core`).
+    throughput = model_busy x replicas x workers x model_rows_per_s: the first says how long
+    the model waits between batches, the second how much slower it runs beside Ray's own
+    processes than alone (`in-process`, which tokenizes too: `in-process`'s
+    `throughput_by_batch` for one replica, `in-process-per-core`'s / cores for one worker of
+    the others). `targets` judges each deployment against its own baseline (`one_replica`,
+    `workers`, `per_core`).
     """
     from ..serve import load, start, zoo
 
@@ -166,14 +169,17 @@ def run(smoke: bool = False) -> BenchResult:
     inproc_emb = runner.run([runner.prepare(req)])[0]["embedding"]
     del runner
     bodies = [load.text_request(t) for t in texts]
-    # (suffix, replicas, threads per replica, max batch)
-    deployments = [("", 1, threads, BATCH)]
+    # (suffix, replicas, workers per replica, threads per worker, max batch): a batch fills
+    # with the clients that one worker serves
+    deployments = [("", 1, 1, threads, BATCH)]
     if threads > 1:
-        deployments.append(("-per-core", threads, 1, max(1, CONCURRENCY // threads)))
+        per_core = max(1, CONCURRENCY // threads)
+        deployments += [("-workers", 1, threads, 1, per_core),
+                        ("-per-core", threads, 1, 1, per_core)]
     size_mb = os.path.getsize(int8.model) / 1e6
     variants, extras, leftovers = [], {}, []
-    for suffix, replicas, per_replica, batch in deployments:
-        with start(int8, num_replicas=replicas, threads=per_replica) as server:
+    for suffix, replicas, workers, per_worker, batch in deployments:
+        with start(int8, num_replicas=replicas, workers=workers, threads=per_worker) as server:
             runs, endpoint = _served(server, bodies, duration, rounds, batch, suffix)
             emb = server.client().embed("minilm", sample, batch_size=batch)
         leftovers += server.leftovers
@@ -186,14 +192,15 @@ def run(smoke: bool = False) -> BenchResult:
                 "latency_ms_p99": s["latency_ms_p99"], "requests": s["requests"],
                 "errors": s["errors"], "errors_by_status": s["errors_by_status"],
                 "endpoint": "proxy" if name.endswith("-proxy") else endpoint,
-                "replicas": replicas, "threads_per_replica": per_replica,
+                "replicas": replicas, "workers_per_replica": workers,
+                "threads_per_worker": per_worker,
                 "concurrency": CONCURRENCY, "max_batch_size": 1 if unbatched else batch,
                 "batch_wait_ms": 0.0 if unbatched else WAIT_S * 1e3,
                 "mean_batch_size": rows / batches if batches else None,
-                # share of the run each replica's model was computing: the rest of a
-                # replica's time goes to HTTP, parsing and answering, or waiting
-                "model_busy": model_s / (s["duration_s"] * replicas),
-                # one replica's model speed while it computes: against the in-process
+                # share of the run each worker's model was computing: the rest of a
+                # worker's time goes to HTTP, parsing and answering, or waiting
+                "model_busy": model_s / (s["duration_s"] * replicas * workers),
+                # one worker's model speed while it computes: against the in-process
                 # throughput_by_batch it shows what sharing the cores with Ray costs the model
                 "model_rows_per_s": rows / model_s if model_s else None,
                 "speedup_vs_baseline": s["throughput_per_s"] / base["throughput_per_s"],
@@ -244,14 +251,16 @@ def run(smoke: bool = False) -> BenchResult:
     # the issue's targets, judged per deployment; flat keys are the one-replica deployment's
     targets = {**_targets(extras, ""), "one_replica": _targets(extras, "")}
     if len(deployments) > 1:
+        targets["workers"] = _targets(extras, "-workers")
         targets["per_core"] = _targets(extras, "-per-core")
     return BenchResult(
         suite="serve", smoke=smoke, hardware=measure.fingerprint(), baseline="no-batching",
         variants=variants,
         extra={"model": "all-MiniLM-L6-v2 ONNX int8 (dynamic)",
                "deployments": [{"variants": f"*{sfx}" if sfx else "one replica",
-                                "replicas": r, "threads_per_replica": t, "max_batch_size": b}
-                               for sfx, r, t, b in deployments],
+                                "replicas": r, "workers_per_replica": w,
+                                "threads_per_worker": t, "max_batch_size": b}
+                               for sfx, r, w, t, b in deployments],
                "duration_s_per_run": duration,
                "rounds": rounds, "query_tokens": [8, 32],
                "endpoint": extras["no-batching"]["endpoint"],

@@ -74,8 +74,8 @@ def _version_key(v: str):
 
 
 class _Pool(ThreadPoolExecutor):
-    """One thread per model runs its batches, so the event loop keeps parsing requests
-    (ONNX Runtime and torch release the GIL while they compute)."""
+    """A model's batches run on its own threads (one per worker), so the event loop keeps
+    parsing requests (ONNX Runtime and torch release the GIL while they compute)."""
 
 
 @serve.deployment(name="ModelServer")
@@ -84,7 +84,8 @@ class ModelServer:
 
     Args:
         specs (list[ModelSpec]): the model versions to load.
-        settings (dict): threads (int | None), max_body_bytes (int), max_text_chars (int).
+        settings (dict): threads (int | None), workers (int: batches of one model run at
+            once, sharing its weights), max_body_bytes (int), max_text_chars (int).
         store (ray.actor.ActorHandle | None): the metrics store shared by all replicas.
     """
 
@@ -105,7 +106,8 @@ class ModelServer:
         self.replica = serve.get_replica_context().replica_tag
 
     def _batcher(self, runner):
-        pool = _Pool(1, thread_name_prefix=f"model-{runner.spec.key}")
+        workers = int(self.settings.get("workers", 1))
+        pool = _Pool(workers, thread_name_prefix=f"model-{runner.spec.key}")
         labels = {"model": runner.spec.name, "version": runner.spec.version}
 
         async def run_batch(items: list) -> list:
@@ -123,6 +125,7 @@ class ModelServer:
 
         return serve.batch(max_batch_size=runner.spec.max_batch_size,
                            batch_wait_timeout_s=runner.spec.batch_wait_timeout_s,
+                           max_concurrent_batches=workers,
                            batch_size_fn=lambda items: sum(runner.rows(i) for i in items)
                            )(run_batch)
 

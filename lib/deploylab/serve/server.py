@@ -404,7 +404,7 @@ def _init_ray(address: str | None) -> bool:
 
 def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
           port: int | None = None, num_replicas: int = 1, autoscaling: dict | None = None,
-          replica_cpus: float | None = None, threads: int | None = None,
+          replica_cpus: float | None = None, threads: int | None = None, workers: int = 1,
           max_batch_size: int | None = None, batch_wait_timeout_s: float | None = None,
           max_body_bytes: int = 1 << 20, max_text_chars: int = 10_000,
           app_name: str = "deploylab", ray_address: str | None = None,
@@ -424,8 +424,13 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
             "target_ongoing_requests": 8}.
         replica_cpus (float | None, default None): CPUs Ray reserves per replica; None
             shares this machine's cores among the (most) replicas.
-        threads (int | None, default None): compute threads per replica (ONNX Runtime,
-            torch, OpenMP); None is cores / replicas, at least 1.
+        threads (int | None, default None): compute threads per model call (ONNX Runtime,
+            torch, OpenMP); None is cores / (replicas x workers), at least 1.
+        workers (int, default 1): batches of one model a replica runs at once, each on
+            its own thread, all sharing one copy of the weights (Triton's instance count,
+            OpenVINO's streams). On a small model `workers=cores, threads=1` beats one call
+            on every core; replicas do the same with a copy of the model each. ONNX
+            Runtime sessions and torch modules only: a `Pipeline` need not be thread-safe.
         max_batch_size (int | None, default None): overrides every spec's.
         batch_wait_timeout_s (float | None, default None): overrides every spec's.
         max_body_bytes (int, default 1 MiB): larger request bodies get 413.
@@ -454,8 +459,14 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
     most = int((autoscaling or {}).get("max_replicas", num_replicas))
     if most < 1:
         raise ServeError(f"num_replicas must be >= 1, got {most}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ServeError(f"workers must be an int >= 1, got {workers!r}")
+    if workers > 1 and any(s.platform == "python" for s in specs):
+        raise ServeError("workers > 1 runs batches of a model at once on threads, and a "
+                         "Pipeline need not be thread-safe: serve pipelines with "
+                         "num_replicas instead")
     cores = os.cpu_count() or 1
-    threads = threads or max(1, cores // most)
+    threads = threads or max(1, cores // (most * workers))
     port = port or free_port(host)
     if _port_open(host, port):
         raise ServeError(f"{host}:{port} is in use; pick another port (or None for a free one)")
@@ -463,7 +474,8 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
     try:
         return _deploy(specs, host, port, most, autoscaling, num_replicas,
                        replica_cpus or min(1.0, cores / most), threads,
-                       {"threads": threads, "max_body_bytes": int(max_body_bytes),
+                       {"threads": threads, "workers": workers,
+                        "max_body_bytes": int(max_body_bytes),
                         "max_text_chars": int(max_text_chars)},
                        app_name, started, json_logs, access_log, log_level, timeout_s)
     except BaseException:
