@@ -54,6 +54,9 @@ def test_runner_delegates_to_the_pipeline():
     out = runner.run(items)
     assert out[0]["upper"].tolist() == ["AB"]
     assert out[1]["upper"].tolist() == ["CDE", "F"] and out[1]["chars"].tolist() == [3, 1]
+    # one request's inputs straight in, as the server would run them alone
+    alone = runner.infer({"text": ["cde", "f"]})
+    assert alone["upper"].tolist() == ["CDE", "F"] and alone["chars"].tolist() == [3, 1]
 
 
 def test_pipeline_refusals_are_protocol_errors():

@@ -1,0 +1,25 @@
+"""`Runner.infer`: one request's inputs through the replica's prepare and run, no HTTP."""
+
+import numpy as np
+import torch
+
+from deploylab.serve import ModelSpec, TensorSpec, zoo
+
+
+def test_a_tensor_model_takes_lists_or_arrays():
+    lin = torch.nn.Linear(3, 2, bias=False)
+    spec = ModelSpec("lin", "1", lin, inputs=[TensorSpec("x", "FP32", (-1, 3))],
+                     outputs=[TensorSpec("y", "FP32", (-1, 2))])
+    runner = spec.build(threads=1)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    expected = x @ lin.weight.detach().numpy().T
+    np.testing.assert_allclose(runner.infer({"x": x})["y"], expected, rtol=1e-5)
+    np.testing.assert_allclose(runner.infer({"x": x.tolist()})["y"], expected, rtol=1e-5)
+
+
+def test_a_text_model_embeds_its_texts():
+    runner = zoo.minilm_specs(["int8"])[0].build(threads=1)
+    emb = runner.infer({"text": ["how do I open a file?", "sort a list"]})["embedding"]
+    assert emb.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
+    assert float(emb[0] @ emb[1]) < 0.99  # two different texts, two different vectors
