@@ -173,9 +173,9 @@ def run(smoke: bool = False) -> BenchResult:
     # with the clients that one worker serves
     deployments = [("", 1, 1, threads, BATCH)]
     if threads > 1:
-        per_core = max(1, CONCURRENCY // threads)
-        deployments += [("-workers", 1, threads, 1, per_core),
-                        ("-per-core", threads, 1, 1, per_core)]
+        per_core_batch = max(1, CONCURRENCY // threads)
+        deployments += [("-workers", 1, threads, 1, per_core_batch),
+                        ("-per-core", threads, 1, 1, per_core_batch)]
     size_mb = os.path.getsize(int8.model) / 1e6
     variants, extras, leftovers = [], {}, []
     for suffix, replicas, workers, per_worker, batch in deployments:

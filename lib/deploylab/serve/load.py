@@ -316,8 +316,9 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
     Returns:
         pandas.DataFrame: one row per (setting, concurrency): throughput_per_s,
         latency_ms_p50/p90/p99, errors, and from the server's metrics mean_batch_size (rows
-        per model call) and model_busy (the share of the run each replica's model spent
-        computing; the rest went to HTTP, parsing and answering, or waiting for requests).
+        per model call) and model_busy (the share of the run each replica's model worker
+        spent computing; the rest went to HTTP, parsing and answering, or waiting for
+        requests).
     """
     import pandas as pd
 
@@ -330,7 +331,7 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
         server.configure(**config)
         if url == "replicas":
             target = server.replica_urls()
-        replicas = max(1, len(server.replicas()))
+        workers = max(1, len(server.replicas())) * server.workers
         for c in concurrencies:
             closed_loop(target, model, bodies, concurrency=c, duration_s=warmup_s,
                         version=version)
@@ -342,6 +343,6 @@ def sweep(server, model: str, bodies: Sequence[bytes | dict], *,
                          **{k: res[k] for k in ("throughput_per_s", "latency_ms_p50",
                                                 "latency_ms_p90", "latency_ms_p99", "errors")},
                          "mean_batch_size": n / batches if batches else float("nan"),
-                         "model_busy": seconds / (res["duration_s"] * replicas)})
+                         "model_busy": seconds / (res["duration_s"] * workers)})
     client.close()
     return pd.DataFrame(rows)

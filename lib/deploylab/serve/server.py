@@ -107,6 +107,11 @@ class Server:
             serve.run(app, name=self.app_name, route_prefix="/", blocking=False)
         _wait_running(self.app_name, 300)
 
+    @property
+    def workers(self) -> int:
+        """Batches of one model each replica runs at once (`start(..., workers=)`)."""
+        return int(self._args[1].get("workers", 1))
+
     def replicas(self) -> list[str]:
         """Names of the live replica actors (for `kill_replica`)."""
         import ray
