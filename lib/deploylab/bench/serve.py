@@ -15,11 +15,11 @@ WAIT_S = 0.005  # dynamic batching's wait for a batch to fill
 BATCH = 16
 
 
-def _in_process(spec, texts: list[str], threads: int, smoke: bool):
+def _in_process(runner, single, texts: list[str], smoke: bool) -> dict:
     """The same runner the server uses, called directly: rows/s at each batch size, with
-    the cores shared two ways: one call at a time on `threads` intra-op threads (`b{N}`),
-    and `threads` one-thread calls at once, one per core (`b{N}x{threads}`, N rows each,
-    timed per call).
+    the cores shared two ways: one call at a time on every core's intra-op thread
+    (`runner`, `b{N}`), and one one-thread call per core at once (`single`, None on one
+    core: `b{N}x{cores}`, N rows each, timed per call).
 
     Each call takes the next `b` queries in turn, cycling through all of them as the clients
     do: a batch is padded to its longest query, so timing one fixed batch would time one
@@ -27,41 +27,33 @@ def _in_process(spec, texts: list[str], threads: int, smoke: bool):
     average, and up to 32)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..serve.protocol import InferRequest
+    def call(r, b: int, start: int = 0):
+        chunks = itertools.cycle([texts[i:i + b] for i in range(start, len(texts) - b + 1, b)])
+        return lambda: r.infer({"text": next(chunks)})
 
-    def batches(b: int, start: int = 0):
-        return itertools.cycle([
-            InferRequest(None, {"text": np.array(batch, dtype=object)}, ["embedding"], b)
-            for batch in (texts[i:i + b] for i in range(start, len(texts) - b + 1, b))])
-
-    def call(runner, reqs):
-        return lambda: runner.run([runner.prepare(next(reqs))])
-
-    runner = spec.build(threads)
-    fns = {f"b{b}": call(runner, batches(b)) for b in (1, 8, 16, 32)}
+    cores = os.cpu_count() or 1
+    fns = {f"b{b}": call(runner, b) for b in (1, 8, 16, 32)}
     rows = {f"b{b}": b for b in (1, 8, 16, 32)}
     calls_per_sample = {}
-    if threads > 1:
-        # ONNX Runtime's threads meet at every operator; on a model this small with short
-        # queries that costs more than it shares, and independent one-thread calls, one per
-        # core, go faster. Each sample runs 16 rows per core, so that the pool's hand-off
-        # at the end of a sample (a barrier) stays small against the calls
-        single, pool = spec.build(1), ThreadPoolExecutor(threads)
-        for b in (1, 4, 8):
-            k = 16 // b
-            calls = [call(single, batches(b, i)) for i in range(threads)]
-            fns[f"b{b}x{threads}"] = lambda calls=calls, k=k: list(
-                pool.map(lambda f: [f() for _ in range(k)], calls))
-            rows[f"b{b}x{threads}"], calls_per_sample[f"b{b}x{threads}"] = b * threads, k
-    timings = measure.compare(fns, warmup=2, repeats=5 if smoke else 15, batch_size=rows,
-                              max_time_s=2 if smoke else 6)
-    if threads > 1:
-        pool.shutdown()
+    with ThreadPoolExecutor(cores) as pool:
+        if single is not None:
+            # ONNX Runtime's threads meet at every operator; on a model this small with
+            # short queries that costs more than it shares, and independent one-thread
+            # calls, one per core, go faster. Each sample runs 16 rows per core, so that
+            # the pool's hand-off at the end of a sample (a barrier) stays small
+            for b in (1, 4, 8):
+                k, key = 16 // b, f"b{b}x{cores}"
+                calls = [call(single, b, i) for i in range(cores)]
+                fns[key] = lambda calls=calls, k=k: list(
+                    pool.map(lambda f: [f() for _ in range(k)], calls))
+                rows[key], calls_per_sample[key] = b * cores, k
+        timings = measure.compare(fns, warmup=2, repeats=5 if smoke else 15, batch_size=rows,
+                                  max_time_s=2 if smoke else 6)
     # per-core samples as the time of one call on each core, so rows/s reads the same
     for key, k in calls_per_sample.items():
         t = timings[key]
         timings[key] = measure.Timing(key, [ms / k for ms in t.samples_ms], t.batch_size)
-    return runner, timings
+    return timings
 
 
 def _served(server, bodies, duration_s: float, rounds: int, batch: int,
@@ -159,15 +151,11 @@ def run(smoke: bool = False) -> BenchResult:
     int8 = zoo.minilm_specs(["int8"])[0]
     fp32 = zoo.minilm_specs(["fp32"])[0]
     sample = texts[:32]
-    from ..serve.protocol import InferRequest
-
-    ref_runner = fp32.build(threads)
-    req = InferRequest(None, {"text": np.array(sample, dtype=object)}, ["embedding"], 32)
-    reference = ref_runner.run([ref_runner.prepare(req)])[0]["embedding"]
-    del ref_runner
-    runner, before = _in_process(int8, texts, threads, smoke)
-    inproc_emb = runner.run([runner.prepare(req)])[0]["embedding"]
-    del runner
+    reference = fp32.build(threads).infer({"text": sample})["embedding"]
+    # built once, timed before the servers start and again after they stop
+    runner, single = int8.build(threads), int8.build(1) if threads > 1 else None
+    before = _in_process(runner, single, texts, smoke)
+    inproc_emb = runner.infer({"text": sample})["embedding"]
     bodies = [load.text_request(t) for t in texts]
     # (suffix, replicas, workers per replica, threads per worker, max batch): a batch fills
     # with the clients that one worker serves
@@ -212,8 +200,8 @@ def run(smoke: bool = False) -> BenchResult:
                 extra=extras[name]))
     # the ceiling timed again once the servers are gone, pooled with the first: over the
     # minutes of served runs the machine drifts, and one timing moved by +-7% between runs
-    runner, after = _in_process(int8, texts, threads, smoke)
-    del runner
+    after = _in_process(runner, single, texts, smoke)
+    del runner, single
     timings = {k: measure.Timing(k, t.samples_ms + after[k].samples_ms, t.batch_size)
                for k, t in before.items()}
     one_call = {k: t for k, t in timings.items() if "x" not in k}
