@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
                        "target_ongoing_requests": 8}
     server = serve.start(specs, host=args.host, port=args.port, num_replicas=args.replicas,
                          autoscaling=autoscaling, threads=args.threads,
-                         workers=args.workers,
+                         workers=args.workers, request_timeout_s=args.request_timeout_s,
                          ray_address=args.ray, access_log=args.access_log)
     try:
         first = specs[0]
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="compute threads per model call")
     s.add_argument("--workers", type=int, default=1,
                    help="batches a replica runs at once, sharing the weights (default 1)")
+    s.add_argument("--request-timeout-s", type=float, default=20.0,
+                   help="answer 408 to a request still unanswered after this (default 20)")
     s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster to serve on "
                                                     "(default: start one on this machine)")
     s.add_argument("--access-log", action="store_true", help="log every request")

@@ -55,12 +55,13 @@ def onnx_file(tmp_path):
 def test_an_onnx_file_is_served_with_the_options_given(started, onnx_file, capsys):
     assert cli.main(["serve", f"act:3={onnx_file}", str(onnx_file), "--replicas", "2",
                      "--port", "8123", "--max-batch-size", "4", "--batch-wait-ms", "2",
-                     "--workers", "2", "--threads", "1"]) == 0
+                     "--workers", "2", "--threads", "1", "--request-timeout-s", "5"]) == 0
     (server,) = started
     assert [s.key for s in server.specs] == ["act:3", "relu:1"]
     assert server.specs[0].max_batch_size == 4 and server.specs[0].batch_wait_timeout_s == 0.002
     assert server.kwargs["num_replicas"] == 2 and server.kwargs["port"] == 8123
     assert server.kwargs["workers"] == 2 and server.kwargs["threads"] == 1
+    assert server.kwargs["request_timeout_s"] == 5.0
     assert server.kwargs["host"] == "127.0.0.1" and server.stopped
     assert "serving act:3, relu:1 at http://127.0.0.1:8000" in capsys.readouterr().out
 

@@ -54,8 +54,10 @@ def _specs(tmp):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    # a request timeout well under the load generator's 30 s (see the replica-kill test)
     s = serve.start(_specs(tmp_path_factory.mktemp("models")), num_replicas=2, threads=1,
-                    replica_cpus=0.5, max_body_bytes=64_000, max_text_chars=2_000)
+                    replica_cpus=0.5, max_body_bytes=64_000, max_text_chars=2_000,
+                    request_timeout_s=10)
     yield s
     s.stop()
 
@@ -228,9 +230,11 @@ def test_a_replica_killed_under_load_leaves_no_request_unanswered(server, client
     assert killed, "the replica was not killed"
     table = res.table()
     statuses = set(table["status"])
-    # answered: 200 or retryable; a failure shows what the unanswered requests saw
-    unanswered = table[~table["status"].isin({200, 500, 502, 503, 504})]
-    assert statuses <= {200, 500, 502, 503, 504}, (
+    # answered: 200 or retryable (a 5xx, or the proxy's 408 for a retry of Serve's that
+    # never completed); a failure shows what the unanswered requests saw
+    answered = {200, 408, 500, 502, 503, 504}
+    unanswered = table[~table["status"].isin(answered)]
+    assert statuses <= answered, (
         res.errors, unanswered[["t_s", "latency_ms", "error"]].round(2).to_dict("records"))
     assert 0 not in statuses
     assert res.table().query("t_s > 2")["status"].eq(200).any(), "the survivor kept serving"

@@ -1,7 +1,7 @@
 """Serving: a Ray Serve application speaking the Open Inference Protocol (v2) over HTTP,
-with dynamic batching, workers (batches run at once in one replica), replicas, Prometheus
-metrics and JSON logs; a client, load generators, and the monitoring helpers the chapters
-use.
+with dynamic batching, workers (batches run at once in one replica), replicas, a request
+timeout, Prometheus metrics and JSON logs; a client (with retries), load generators, and the
+monitoring helpers the chapters use.
 
 Modules: `protocol` (request validation, datatypes), `models` (`ModelSpec`: what to serve),
 `pipeline` (`Pipeline`: a whole search, OCR or audio pipeline as one servable), `app` (the

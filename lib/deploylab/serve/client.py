@@ -24,8 +24,9 @@ from .protocol import DATATYPES, datatype_of
 
 __all__ = ["Client", "InferenceError", "build_request", "decode_outputs"]
 
-# 5xx that mean "this attempt failed, the next may not": safe to retry an inference
-RETRYABLE = (500, 502, 503, 504)
+# "this attempt failed, the next may not": safe to retry an inference. 408 is Serve's
+# proxy giving up on a request after `start(request_timeout_s=...)`
+RETRYABLE = (408, 500, 502, 503, 504)
 
 
 class InferenceError(DeploylabError):
@@ -33,7 +34,8 @@ class InferenceError(DeploylabError):
 
     Attributes:
         status (int | None): HTTP status; None when no response came (connection error).
-        retryable (bool): True for 5xx and connection errors (inference is idempotent).
+        retryable (bool): True for 5xx, 408 (the server's request timeout) and connection
+            errors (inference is idempotent).
     """
 
     def __init__(self, message: str, status: int | None):
@@ -89,8 +91,8 @@ class Client:
     Args:
         url (str, default "http://127.0.0.1:8000"): the server.
         timeout_s (float, default 30): per-request timeout.
-        retries (int, default 0): extra attempts after a retryable failure (5xx or no
-            response), with exponential backoff from `backoff_s`.
+        retries (int, default 0): extra attempts after a retryable failure (5xx, 408 or
+            no response), with exponential backoff from `backoff_s`.
         backoff_s (float, default 0.1): first wait between attempts.
     """
 

@@ -412,7 +412,8 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
           replica_cpus: float | None = None, threads: int | None = None, workers: int = 1,
           max_batch_size: int | None = None, batch_wait_timeout_s: float | None = None,
           max_body_bytes: int = 1 << 20, max_text_chars: int = 10_000,
-          app_name: str = "deploylab", ray_address: str | None = None,
+          request_timeout_s: float | None = 20.0, app_name: str = "deploylab",
+          ray_address: str | None = None,
           json_logs: bool = True, access_log: bool = False, log_level: str = "WARNING",
           timeout_s: float = 300.0) -> Server:
     """Serve models over the Open Inference Protocol on Ray Serve.
@@ -440,6 +441,12 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         batch_wait_timeout_s (float | None, default None): overrides every spec's.
         max_body_bytes (int, default 1 MiB): larger request bodies get 413.
         max_text_chars (int, default 10000): longer texts get 400 before tokenizing.
+        request_timeout_s (float | None, default 20): the proxy answers 408 to a request
+            it has not answered by then (a client may retry it); under the kit's clients'
+            30 s, so they hear it. This bounds a rare hang: when a replica dies, Serve's
+            router retries the requests it had sent there on another replica, and now and
+            then such a retry never completes. Raise it for models slower than that under
+            load; None waits as long as it takes.
         app_name (str, default "deploylab"): the Serve application's name.
         ray_address (str | None, default None): a Ray cluster ("auto", "ray://host:10001");
             None starts a private one on this machine.
@@ -464,6 +471,8 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
     most = int((autoscaling or {}).get("max_replicas", num_replicas))
     if most < 1:
         raise ServeError(f"num_replicas must be >= 1, got {most}")
+    if request_timeout_s is not None and not request_timeout_s > 0:
+        raise ServeError(f"request_timeout_s must be > 0 or None, got {request_timeout_s!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ServeError(f"workers must be an int >= 1, got {workers!r}")
     if workers > 1 and any(s.platform == "python" for s in specs):
@@ -482,7 +491,8 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
                        {"threads": threads, "workers": workers,
                         "max_body_bytes": int(max_body_bytes),
                         "max_text_chars": int(max_text_chars)},
-                       app_name, started, json_logs, access_log, log_level, timeout_s)
+                       app_name, started, json_logs, access_log, log_level, timeout_s,
+                       request_timeout_s)
     except BaseException:
         with contextlib.suppress(Exception):
             _shutdown_serve(timeout_s)
@@ -494,7 +504,8 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
 
 
 def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, settings,
-            app_name, started, json_logs, access_log, log_level, timeout_s) -> Server:
+            app_name, started, json_logs, access_log, log_level, timeout_s,
+            request_timeout_s) -> Server:
     import ray
     from ray import serve
     from ray.serve.config import HTTPOptions
@@ -505,7 +516,8 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
     logging_config = {"encoding": "JSON" if json_logs else "TEXT", "log_level": log_level,
                       "enable_access_log": access_log}
     with _quiet_serve():
-        serve.start(http_options=HTTPOptions(host=host, port=port),
+        serve.start(http_options=HTTPOptions(host=host, port=port,
+                                             request_timeout_s=request_timeout_s),
                     logging_config=logging_config)
     store = ray.remote(num_cpus=0)(MetricsStore).options(
         name=f"{app_name}-metrics", namespace="serve", get_if_exists=True).remote()

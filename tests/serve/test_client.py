@@ -1,0 +1,68 @@
+"""The protocol client's retries, against a tiny loopback HTTP server (no Ray)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deploylab.serve import Client, InferenceError
+
+OK = {"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32", "shape": [1],
+                                      "data": [1.0]}]}
+
+
+@pytest.fixture
+def scripted():
+    """A server that answers POSTs with the statuses in `script`, then 200s."""
+    script: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            status = script.pop(0) if script else 200
+            body = json.dumps(OK if status == 200 else {"error": f"status {status}"}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [408, 500, 503])
+def test_a_retryable_failure_is_retried(scripted, status):
+    url, script = scripted
+    script.append(status)
+    with Client(url, retries=1, backoff_s=0.01) as c:
+        assert c.infer("m", {"x": [1.0]})["y"].tolist() == [1.0]
+    assert script == []  # the failure was served, then the retry succeeded
+
+
+@pytest.mark.parametrize("status,retryable", [(408, True), (504, True), (400, False),
+                                              (404, False), (413, False)])
+def test_without_retries_the_failure_says_whether_a_retry_can_help(scripted, status,
+                                                                   retryable):
+    url, script = scripted
+    script.append(status)
+    with Client(url) as c, pytest.raises(InferenceError, match=f"status {status}") as e:
+        c.infer("m", {"x": [1.0]})
+    assert e.value.status == status and e.value.retryable is retryable
+
+
+def test_a_refusal_is_not_retried(scripted):
+    url, script = scripted
+    script.extend([400, 200])
+    with Client(url, retries=3, backoff_s=0.01) as c, pytest.raises(InferenceError):
+        c.infer("m", {"x": [1.0]})
+    assert script == [200], "a 4xx other than 408 was retried"

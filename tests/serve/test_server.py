@@ -1,0 +1,67 @@
+"""`deploylab.serve.server`: the settings Ray starts with, refused options, and the proxy's
+request timeout end to end."""
+
+import os
+
+import numpy as np
+import pytest
+
+from deploylab.serve import InferenceError, ModelSpec, Pipeline, TensorSpec
+from deploylab.serve.server import ServeError, _throughput_optimized, start
+
+SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
+
+
+class Echo(Pipeline):
+    inputs = outputs = (TensorSpec("x", "FP32", (-1,)),)
+
+
+def test_throughput_mode_is_set_for_ray_and_cleaned_up_after(monkeypatch):
+    for key in SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    with _throughput_optimized():
+        inside = {key: os.environ.get(key) for key in SETTINGS}
+    assert inside == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                      "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+                      "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    assert not any(key in os.environ for key in SETTINGS)  # nothing leaks past the block
+
+
+def test_throughput_mode_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    monkeypatch.setenv("RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "100")
+    with _throughput_optimized():
+        assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+        assert os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "100"
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+def test_a_request_timeout_that_is_not_positive_is_refused(timeout):
+    with pytest.raises(ServeError, match="request_timeout_s must be > 0 or None"):
+        start(ModelSpec("echo", "1", Echo()), request_timeout_s=timeout)
+
+
+@pytest.mark.slow
+def test_the_proxy_answers_408_to_a_request_over_its_timeout_and_serves_on():
+    import torch
+
+    class Nap(torch.nn.Module):  # defined here, so Ray ships it to the replica by value
+        def forward(self, x):
+            import time
+
+            time.sleep(float(x[0, 0]))  # the first value: seconds to sleep
+            return x
+
+    spec = ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
+                     outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
+                     batch_wait_timeout_s=0.0)
+    # two workers: the quick request need not wait for the slow one's model call
+    with start(spec, workers=2, threads=1, request_timeout_s=1.0) as server, \
+            server.client() as client:
+        with pytest.raises(InferenceError, match="timed out") as e:
+            client.infer("nap", {"x": np.array([[3.0, 0.0]], dtype=np.float32)})
+        assert e.value.status == 408 and e.value.retryable
+        out = client.infer("nap", {"x": np.array([[0.0, 1.0]], dtype=np.float32)})
+        assert out["y"].tolist() == [[0.0, 1.0]]
