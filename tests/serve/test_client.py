@@ -1,8 +1,6 @@
 """The protocol client's retries, against a tiny loopback HTTP server (no Ray)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -13,31 +11,16 @@ OK = {"model_name": "m", "outputs": [{"name": "y", "datatype": "FP32", "shape": 
 
 
 @pytest.fixture
-def scripted():
+def scripted(http_server):
     """A server that answers POSTs with the statuses in `script`, then 200s."""
     script: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(path):
+        status = script.pop(0) if script else 200
+        body = OK if status == 200 else {"error": f"status {status}"}
+        return status, json.dumps(body).encode()
 
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            status = script.pop(0) if script else 200
-            body = json.dumps(OK if status == 200 else {"error": f"status {status}"}).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    httpd.shutdown()
-    httpd.server_close()
+    return http_server(answer), script
 
 
 @pytest.mark.parametrize("status", [408, 500, 503])

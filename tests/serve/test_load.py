@@ -1,43 +1,21 @@
 """The load generators on their own, against two tiny loopback HTTP servers (no Ray)."""
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from deploylab.serve import load
 
 
-def _server(hits: list):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            hits.append(self.path)
-            body = b'{"outputs": []}'
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-
-
 @pytest.fixture
-def two_servers():
+def two_servers(http_server):
     hits = ([], [])
-    servers = [_server(h) for h in hits]
-    yield [url for _, url in servers], hits
-    for httpd, _ in servers:
-        httpd.shutdown()
-        httpd.server_close()
+
+    def answer(paths):  # records each request's path
+        def respond(path):
+            paths.append(path)
+            return 200, b'{"outputs": []}'
+        return respond
+
+    yield [http_server(answer(h)) for h in hits], hits
 
 
 def test_closed_loop_spreads_its_clients_over_several_servers(two_servers):
