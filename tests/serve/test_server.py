@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deploylab.serve import InferenceError, ModelSpec, Pipeline, TensorSpec
+from deploylab.serve import Client, InferenceError, ModelSpec, Pipeline, TensorSpec
 from deploylab.serve.server import ServeError, _throughput_optimized, start
 
 SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
@@ -44,7 +44,7 @@ def test_a_request_timeout_that_is_not_positive_is_refused(timeout):
 
 
 @pytest.mark.slow
-def test_the_proxy_answers_408_to_a_request_over_its_timeout_and_serves_on():
+def test_a_request_over_the_timeout_gets_408_and_the_server_serves_on():
     import torch
 
     class Nap(torch.nn.Module):  # defined here, so Ray ships it to the replica by value
@@ -57,11 +57,13 @@ def test_the_proxy_answers_408_to_a_request_over_its_timeout_and_serves_on():
     spec = ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
                      outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
                      batch_wait_timeout_s=0.0)
-    # two workers: the quick request need not wait for the slow one's model call
-    with start(spec, workers=2, threads=1, request_timeout_s=1.0) as server, \
-            server.client() as client:
-        with pytest.raises(InferenceError, match="timed out") as e:
-            client.infer("nap", {"x": np.array([[3.0, 0.0]], dtype=np.float32)})
-        assert e.value.status == 408 and e.value.retryable
-        out = client.infer("nap", {"x": np.array([[0.0, 1.0]], dtype=np.float32)})
-        assert out["y"].tolist() == [[0.0, 1.0]]
+    # three workers: a quick request never waits for a slow one's model call (each slow one
+    # naps on after its 408, and the second starts before the first has woken)
+    with start(spec, workers=3, threads=1, request_timeout_s=1.0) as server:
+        for url in [server.url, *server.replica_urls()]:  # the proxy, the replica's own
+            with Client(url) as client:
+                with pytest.raises(InferenceError, match="timed out") as e:
+                    client.infer("nap", {"x": np.array([[3.0, 0.0]], dtype=np.float32)})
+                assert e.value.status == 408 and e.value.retryable, url
+                out = client.infer("nap", {"x": np.array([[0.0, 1.0]], dtype=np.float32)})
+                assert out["y"].tolist() == [[0.0, 1.0]], url

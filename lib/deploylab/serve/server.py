@@ -441,12 +441,13 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         batch_wait_timeout_s (float | None, default None): overrides every spec's.
         max_body_bytes (int, default 1 MiB): larger request bodies get 413.
         max_text_chars (int, default 10000): longer texts get 400 before tokenizing.
-        request_timeout_s (float | None, default 20): the proxy answers 408 to a request
-            it has not answered by then (a client may retry it); under the kit's clients'
-            30 s, so they hear it. This bounds a rare hang: when a replica dies, Serve's
-            router retries the requests it had sent there on another replica, and now and
-            then such a retry never completes. Raise it for models slower than that under
-            load; None waits as long as it takes.
+        request_timeout_s (float | None, default 20): the server (the proxy, and each
+            replica's own endpoint) answers 408 to a request it has not answered by then
+            (a client may retry it); under the kit's clients' 30 s, so they hear it. This
+            bounds a rare hang: when a replica dies, Serve's router retries the requests it
+            had sent there on another replica, and now and then such a retry never
+            completes. Raise it for models slower than that under load; None waits as long
+            as it takes.
         app_name (str, default "deploylab"): the Serve application's name.
         ray_address (str | None, default None): a Ray cluster ("auto", "ray://host:10001");
             None starts a private one on this machine.
