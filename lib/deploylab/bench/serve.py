@@ -17,9 +17,9 @@ BATCH = 16
 
 def _in_process(runner, single, texts: list[str], smoke: bool) -> dict:
     """The same runner the server uses, called directly: rows/s at each batch size, with
-    the cores shared two ways: one call at a time on every core's intra-op thread
-    (`runner`, `b{N}`), and one one-thread call per core at once (`single`, None on one
-    core: `b{N}x{cores}`, N rows each, timed per call).
+    the cores shared two ways: `in-process`, one call at a time on every core's intra-op
+    thread (`runner`), and `in-process-per-core`, one one-thread call per core at once
+    (`single`, None on one core), timed per call. Returns {layout: {rows per call: Timing}}.
 
     Each call takes the next `b` queries in turn, cycling through all of them as the clients
     do: a batch is padded to its longest query, so timing one fixed batch would time one
@@ -32,8 +32,10 @@ def _in_process(runner, single, texts: list[str], smoke: bool) -> dict:
         return lambda: r.infer({"text": next(chunks)})
 
     cores = os.cpu_count() or 1
-    fns = {f"b{b}": call(runner, b) for b in (1, 8, 16, 32)}
-    rows = {f"b{b}": b for b in (1, 8, 16, 32)}
+    one_call = {b: f"b{b}" for b in (1, 8, 16, 32)}  # rows per call -> timing name
+    fns = {key: call(runner, b) for b, key in one_call.items()}
+    rows = {key: b for b, key in one_call.items()}
+    layouts = {"in-process": one_call, "in-process-per-core": {}}
     calls_per_sample = {}
     with ThreadPoolExecutor(cores) as pool:
         if single is not None:
@@ -47,13 +49,15 @@ def _in_process(runner, single, texts: list[str], smoke: bool) -> dict:
                 fns[key] = lambda calls=calls, k=k: list(
                     pool.map(lambda f: [f() for _ in range(k)], calls))
                 rows[key], calls_per_sample[key] = b * cores, k
+                layouts["in-process-per-core"][b] = key
         timings = measure.compare(fns, warmup=2, repeats=5 if smoke else 15, batch_size=rows,
                                   max_time_s=2 if smoke else 6)
     # per-core samples as the time of one call on each core, so rows/s reads the same
     for key, k in calls_per_sample.items():
         t = timings[key]
         timings[key] = measure.Timing(key, [ms / k for ms in t.samples_ms], t.batch_size)
-    return timings
+    return {name: {b: timings[key] for b, key in keys.items()}
+            for name, keys in layouts.items() if keys}
 
 
 def _served(server, bodies, duration_s: float, rounds: int, batch: int,
@@ -202,12 +206,14 @@ def run(smoke: bool = False) -> BenchResult:
     # minutes of served runs the machine drifts, and one timing moved by +-7% between runs
     after = _in_process(runner, single, texts, smoke)
     del runner, single
-    timings = {k: measure.Timing(k, t.samples_ms + after[k].samples_ms, t.batch_size)
-               for k, t in before.items()}
-    one_call = {k: t for k, t in timings.items() if "x" not in k}
-    per_core = {k: t for k, t in timings.items() if "x" in k}
-    best = max(one_call.values(), key=lambda t: t.throughput_per_s)
-    best_of_all = max(timings.values(), key=lambda t: t.throughput_per_s)
+    pooled = {name: {b: measure.Timing(t.name, t.samples_ms + after[name][b].samples_ms,
+                                       t.batch_size) for b, t in group.items()}
+              for name, group in before.items()}
+    fastest = {name: max(group, key=lambda b: group[b].throughput_per_s)
+               for name, group in pooled.items()}  # layout -> its best rows per call
+    tops = {name: pooled[name][b] for name, b in fastest.items()}
+    best = tops["in-process"]
+    best_of_all = max(tops.values(), key=lambda t: t.throughput_per_s)
     for v in variants:
         # the issue's ceiling: one call with every core, at its best batch size
         v.extra["fraction_of_in_process"] = v.throughput_per_s / best.throughput_per_s
@@ -217,23 +223,19 @@ def run(smoke: bool = False) -> BenchResult:
     baseline = variants[0].throughput_per_s  # no-batching, one replica
     quality = {"metric": "cosine_to_fp32_min",
                "value": float(measure.cosine(reference, inproc_emb).min())}
-    for name, group, calls in (("in-process", one_call, 1),
-                               ("in-process-per-core", per_core, threads)):
-        if not group:
-            continue
-        top = max(group.values(), key=lambda t: t.throughput_per_s)
+    for name, group in pooled.items():
+        top, calls = tops[name], 1 if name == "in-process" else threads
         variants.append(Variant(
             name=name, latency_ms_p50=top.p50, latency_ms_p90=top.p90,
             throughput_per_s=top.throughput_per_s, size_mb=size_mb, quality=quality,
             extra={"latency_ms_p99": top.p99, "requests": len(top.samples_ms), "errors": 0,
-                   "batch_size": top.batch_size // calls, "calls_at_once": calls,
+                   "batch_size": fastest[name], "calls_at_once": calls,
                    "threads_per_call": threads // calls,
                    "latency_unit": "one batch call" if calls == 1
                    else f"one batch call, {calls} at once",
                    "threads": threads,
-                   "throughput_by_batch": {t.batch_size // calls: t.throughput_per_s
-                                           for t in group.values()},
-                   "ceiling_before_after": [max(x[k].throughput_per_s for k in group)
+                   "throughput_by_batch": {b: t.throughput_per_s for b, t in group.items()},
+                   "ceiling_before_after": [max(t.throughput_per_s for t in x[name].values())
                                             for x in (before, after)],
                    "speedup_vs_baseline": top.throughput_per_s / baseline}))
     # the issue's targets, judged per deployment; flat keys are the one-replica deployment's
