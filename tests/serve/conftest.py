@@ -38,3 +38,23 @@ def http_server():
     for httpd in started:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def nap_spec():
+    """A torch model that sleeps x[0, 0] seconds, then returns x: slow without using the
+    cores or holding the GIL. One row per batch, no batch wait."""
+    import torch
+
+    from deploylab.serve import ModelSpec, TensorSpec
+
+    class Nap(torch.nn.Module):  # defined here, so Ray ships it to the replica by value
+        def forward(self, x):
+            import time
+
+            time.sleep(float(x[0, 0]))
+            return x
+
+    return ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
+                     outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
+                     batch_wait_timeout_s=0.0)

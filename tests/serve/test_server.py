@@ -6,15 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from deploylab.serve import Client, InferenceError, ModelSpec, Pipeline, TensorSpec
+from deploylab.serve import Client, InferenceError
 from deploylab.serve.server import ServeError, _throughput_optimized, start
 
 SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
-
-
-class Echo(Pipeline):
-    inputs = outputs = (TensorSpec("x", "FP32", (-1,)),)
 
 
 def test_throughput_mode_is_set_for_ray_and_cleaned_up_after(monkeypatch):
@@ -38,28 +34,16 @@ def test_throughput_mode_keeps_what_the_user_set(monkeypatch):
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0])
-def test_a_request_timeout_that_is_not_positive_is_refused(timeout):
+def test_a_request_timeout_that_is_not_positive_is_refused(nap_spec, timeout):
     with pytest.raises(ServeError, match="request_timeout_s must be > 0 or None"):
-        start(ModelSpec("echo", "1", Echo()), request_timeout_s=timeout)
+        start(nap_spec, request_timeout_s=timeout)
 
 
 @pytest.mark.slow
-def test_a_request_over_the_timeout_gets_408_and_the_server_serves_on():
-    import torch
-
-    class Nap(torch.nn.Module):  # defined here, so Ray ships it to the replica by value
-        def forward(self, x):
-            import time
-
-            time.sleep(float(x[0, 0]))  # the first value: seconds to sleep
-            return x
-
-    spec = ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
-                     outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
-                     batch_wait_timeout_s=0.0)
+def test_a_request_over_the_timeout_gets_408_and_the_server_serves_on(nap_spec):
     # three workers: a quick request never waits for a slow one's model call (each slow one
     # naps on after its 408, and the second starts before the first has woken)
-    with start(spec, workers=3, threads=1, request_timeout_s=1.0) as server:
+    with start(nap_spec, workers=3, threads=1, request_timeout_s=1.0) as server:
         for url in [server.url, *server.replica_urls()]:  # the proxy, the replica's own
             with Client(url) as client:
                 with pytest.raises(InferenceError, match="timed out") as e:

@@ -72,23 +72,12 @@ def test_bad_workers_are_refused_before_anything_starts(workers, words):
 
 
 @pytest.mark.slow
-def test_a_served_replica_with_two_workers_computes_two_batches_at_once():
-    import torch
-
+def test_a_served_replica_with_two_workers_computes_two_batches_at_once(nap_spec):
     from deploylab.serve import load
 
-    class Nap(torch.nn.Module):  # defined here, so Ray ships it to the replica by value
-        def forward(self, x):
-            import time
-
-            time.sleep(0.05)  # a slow model that leaves the GIL (and the cores) free
-            return x
-
-    spec = ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
-                     outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
-                     batch_wait_timeout_s=0.0)
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
-    with serve.start(spec, workers=2, threads=1) as server:
+    # each request naps 50 ms, leaving the GIL (and the cores) free
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [0.05, 2]}]}
+    with serve.start(nap_spec, workers=2, threads=1) as server:
         assert server.workers == 2
         row = load.sweep(server, "nap", [body], settings={"as started": {}},
                          concurrencies=[8], duration_s=2.0, warmup_s=0.5,
