@@ -2,11 +2,12 @@
 request timeout end to end."""
 
 import os
+import time
 
 import numpy as np
 import pytest
 
-from deploylab.serve import Client, InferenceError
+from deploylab.serve import Client, InferenceError, monitor
 from deploylab.serve.server import ServeError, _throughput_optimized, start
 
 SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
@@ -40,7 +41,7 @@ def test_a_request_timeout_that_is_not_positive_is_refused(nap_spec, timeout):
 
 
 @pytest.mark.slow
-def test_a_request_over_the_timeout_gets_408_and_the_server_serves_on(nap_spec):
+def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(nap_spec):
     # three workers: a quick request never waits for a slow one's model call (each slow one
     # naps on after its 408, and the second starts before the first has woken)
     with start(nap_spec, workers=3, threads=1, request_timeout_s=1.0) as server:
@@ -51,3 +52,23 @@ def test_a_request_over_the_timeout_gets_408_and_the_server_serves_on(nap_spec):
                 assert e.value.status == 408 and e.value.retryable, url
                 out = client.infer("nap", {"x": np.array([[0.0, 1.0]], dtype=np.float32)})
                 assert out["y"].tolist() == [[0.0, 1.0]], url
+        with Client(server.url, timeout_s=0.5) as impatient, pytest.raises(InferenceError,
+                                                                         match="no response"):
+            impatient.infer("nap", {"x": np.array([[2.0, 0.0]], dtype=np.float32)})
+        # the two cut off by the server and the one whose client hung up count as cancelled
+        # (499), not as answered; the replica hears of a cut at the proxy a moment later
+        with Client(server.url) as client:
+            for _ in range(50):
+                if _request_codes(client.metrics()).get("499", 0) >= 3:
+                    break
+                time.sleep(0.1)
+            text = client.metrics()
+        assert _request_codes(text) == {"200": 2, "499": 3}
+        assert monitor.samples(text, "deploylab_errors_total") == [
+            ({"code": "499", "model": "nap", "reason": "cancelled"}, 3.0)]
+        assert monitor.samples(text, "deploylab_request_latency_seconds_count") == [
+            ({"model": "nap", "version": "1"}, 2.0)]  # only the answered ones are timed
+
+
+def _request_codes(text: str) -> dict[str, int]:
+    return {lab["code"]: int(v) for lab, v in monitor.samples(text, "deploylab_requests_total")}

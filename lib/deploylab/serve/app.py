@@ -208,6 +208,13 @@ class ModelServer:
             log.warning(json.dumps({"event": "refused", "model": name, "code": code,
                                     "reason": reason, "message": str(e)}))
             return JSONResponse({"error": str(e)}, status_code=code)
+        except asyncio.CancelledError:
+            # Serve cancels a request past its timeout (the client got a 408) or whose client
+            # hung up, and the replica cannot tell which: nginx's 499, never a 200
+            code, reason = 499, "cancelled"
+            log.warning(json.dumps({"event": "cancelled", "model": name, "code": code,
+                                    "after_s": round(time.perf_counter() - start, 3)}))
+            raise
         except Exception as e:
             code, reason = 500, "model_error"
             return JSONResponse({"error": f"model {name!r} failed: {type(e).__name__}: {e}"},

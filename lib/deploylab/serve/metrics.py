@@ -6,11 +6,16 @@ cumulative values to one small store actor twice a second; `/metrics` renders th
 replica that dies keeps its last snapshot in the sum, so counters never go backwards.
 
 Metric names (labels in braces):
-    deploylab_requests_total{model,version,code}        every answered request
+    deploylab_requests_total{model,version,code}        every request a replica received
     deploylab_errors_total{model,code,reason}           4xx/5xx by reason (bad_json, ...)
     deploylab_request_latency_seconds{model,version}    histogram: receipt to response
     deploylab_batch_size{model,version}                 histogram: rows per model call
     deploylab_inference_seconds{model,version}          histogram: one model call
+
+A request that Serve cancels counts with code 499 and reason "cancelled" (nginx's "client
+closed request"): past the server's request timeout (the client got a 408) or when the
+client hung up. A request that never reached a replica is in none of these counts. This
+includes the rare retry that Serve's router loses after a replica dies.
 
 Example:
     >>> m = Metrics()
@@ -34,8 +39,10 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     "deploylab_batch_size": (1, 2, 4, 8, 16, 32, 64, 128, 256),
 }
 HELP = {
-    "deploylab_requests_total": ("counter", "Requests answered, by model, version and code."),
-    "deploylab_errors_total": ("counter", "Requests refused or failed, by code and reason."),
+    "deploylab_requests_total": ("counter", "Requests received, by model, version and code "
+                                 "(499: cancelled, past the timeout or by the client)."),
+    "deploylab_errors_total": ("counter", "Requests refused, failed or cancelled, by code "
+                               "and reason."),
     "deploylab_request_latency_seconds": ("histogram", "Time from receipt to response."),
     "deploylab_inference_seconds": ("histogram", "Time of one batched model call."),
     "deploylab_batch_size": ("histogram", "Rows in one batched model call."),

@@ -66,7 +66,7 @@ def batch_totals(text: str, model: str | None = None) -> np.ndarray:
 
 
 def requests_table(text: str):
-    """Requests answered, by model, version and HTTP code, with each row's share.
+    """Requests by model, version and HTTP code (499: cancelled), with each row's share.
 
     Returns:
         pandas.DataFrame: columns model, version, code, requests, share.
