@@ -109,6 +109,25 @@ def test_metrics_sum_over_replicas_in_prometheus_text():
     assert 0.01 < p50 <= 0.025
 
 
+RAY_TEXT = """\
+# HELP ray_serve_num_http_requests_total The number of HTTP requests processed.
+# TYPE ray_serve_num_http_requests_total counter
+ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="200"} 5.0
+ray_serve_num_http_requests_total{application="b",method="POST",route="/b",status_code="200"} 2.0
+ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="408"} 1.0
+ray_serve_num_http_requests_total{application="a",method="GET",route="/",status_code="200"} 9.0
+ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="500"} 3.0
+"""
+
+
+def test_proxy_requests_sum_one_method_by_status_over_routes_and_nodes():
+    assert monitor.proxy_requests(RAY_TEXT).to_dict() == {"200": 7, "408": 1, "500": 3}
+    assert monitor.proxy_requests(RAY_TEXT, method="GET").to_dict() == {"200": 9}
+    two_nodes = RAY_TEXT + "\n" + RAY_TEXT.replace("5.0", "1.0")  # Server.ray_metrics joins
+    assert monitor.proxy_requests(two_nodes)["200"] == 7 + 3
+    assert monitor.proxy_requests("").empty
+
+
 def test_batch_totals_sum_batches_rows_and_model_time_per_model():
     a, b = Metrics(), Metrics()
     for m, (model, size, seconds) in ((a, ("m", 4, 0.01)), (b, ("m", 12, 0.03)),

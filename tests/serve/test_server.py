@@ -1,5 +1,5 @@
-"""`deploylab.serve.server`: the settings Ray starts with, refused options, and the proxy's
-request timeout end to end."""
+"""`deploylab.serve.server`: the settings Ray starts with, refused options, Ray's metrics,
+and the request timeout end to end (answered, and counted by the replicas and the proxy)."""
 
 import os
 import time
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deploylab.serve import Client, InferenceError, monitor
-from deploylab.serve.server import ServeError, _throughput_optimized, start
+from deploylab.serve.server import ServeError, Server, _throughput_optimized, free_port, start
 
 SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
@@ -40,6 +40,18 @@ def test_a_request_timeout_that_is_not_positive_is_refused(nap_spec, timeout):
         start(nap_spec, request_timeout_s=timeout)
 
 
+def test_ray_metrics_that_do_not_answer_name_the_endpoint(monkeypatch):
+    import ray
+
+    port = free_port()  # nothing listens there
+    monkeypatch.setattr(ray, "nodes", lambda: [
+        {"Alive": True, "MetricsExportPort": port, "NodeManagerAddress": "10.0.0.9"},
+        {"Alive": False, "MetricsExportPort": 1, "NodeManagerAddress": "10.0.0.8"}])
+    server = Server("http://127.0.0.1:1", "127.0.0.1", 1, [], "app", True, None, (), {})
+    with pytest.raises(ServeError, match=f"127.0.0.1:{port}/metrics did not answer"):
+        server.ray_metrics(timeout_s=2)
+
+
 @pytest.mark.slow
 def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(nap_spec):
     # three workers: a quick request never waits for a slow one's model call (each slow one
@@ -68,6 +80,13 @@ def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(
             ({"code": "499", "model": "nap", "reason": "cancelled"}, 3.0)]
         assert monitor.samples(text, "deploylab_request_latency_seconds_count") == [
             ({"model": "nap", "version": "1"}, 2.0)]  # only the answered ones are timed
+        # the proxy's own count of its 408, from Ray's metrics (reported every 10 s)
+        for _ in range(60):
+            proxy = monitor.proxy_requests(server.ray_metrics())
+            if proxy.get("408", 0) >= 1:
+                break
+            time.sleep(0.5)
+        assert proxy.get("408") == 1 and proxy.get("200", 0) >= 1, proxy.to_dict()
 
 
 def _request_codes(text: str) -> dict[str, int]:

@@ -7,6 +7,7 @@ Example:
     >>> from deploylab.serve import monitor
     >>> text = client.metrics()
     >>> monitor.requests_table(text)                 # requests by model, version, code
+    >>> monitor.proxy_requests(server.ray_metrics())  # what Serve's proxy answered
     >>> monitor.histogram_quantile(text, "deploylab_request_latency_seconds", 0.99)
     >>> monitor.ks_drift(reference_lengths, live_lengths).drifted
 """
@@ -27,6 +28,7 @@ __all__ = [
     "histogram",
     "histogram_quantile",
     "ks_drift",
+    "proxy_requests",
     "requests_table",
     "samples",
     "slo_report",
@@ -77,6 +79,22 @@ def requests_table(text: str):
     df = pd.DataFrame(rows, columns=["model", "version", "code", "requests"])
     df["share"] = df["requests"] / max(1, df["requests"].sum())
     return df.sort_values(["model", "version", "code"]).reset_index(drop=True)
+
+
+def proxy_requests(text: str, method: str = "POST"):
+    """Requests Serve's proxy answered, by HTTP status, summed over routes and nodes: from
+    Ray's metrics (`Server.ray_metrics()`), which count what no replica saw as well.
+
+    Returns:
+        pandas.Series: requests by status code (a str), sorted.
+    """
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for lab, v in samples(text, "ray_serve_num_http_requests_total"):
+        if lab.get("method") == method:
+            counts[lab["status_code"]] = counts.get(lab["status_code"], 0) + int(v)
+    return pd.Series(counts, name="requests", dtype=int).sort_index()
 
 
 def histogram(text: str, name: str, labels: Mapping[str, str] | None = None):

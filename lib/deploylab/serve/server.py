@@ -134,6 +134,31 @@ class Server:
                       if str(g.protocol).upper().endswith("HTTP") for t in g.targets
                       if t.port != self.port)
 
+    def ray_metrics(self, timeout_s: float = 10.0) -> str:
+        """Ray's own Prometheus metrics, read from every live node's endpoint, as one text.
+
+        The kit's `/metrics` counts inside the replicas, so it misses a request no replica
+        answered: the 5xx for one a dying replica took with it, or the 408 for a retry
+        Serve's router lost. Serve's proxy counts every request it answered
+        (`ray_serve_num_http_requests_total` by `status_code`; `monitor.proxy_requests`
+        sums it). Ray reports them every 10 s, so they lag by as much.
+        """
+        import httpx
+        import ray
+
+        texts = []
+        for node in ray.nodes():
+            if node.get("Alive") and node.get("MetricsExportPort"):
+                # a private Ray runs on this machine: ask on loopback
+                host = "127.0.0.1" if self._started_ray else node["NodeManagerAddress"]
+                url = f"http://{host}:{node['MetricsExportPort']}/metrics"
+                try:
+                    texts.append(httpx.get(url, timeout=timeout_s, trust_env=False).text)
+                except httpx.HTTPError as e:
+                    raise ServeError(f"Ray's metrics at {url} did not answer ({e}); is the "
+                                     "node's metrics agent running?") from e
+        return "\n".join(texts)
+
     def kill_replica(self, name: str | None = None) -> str:
         """Kill one replica process abruptly (as a crash would); Serve starts a new one.
 
