@@ -108,6 +108,14 @@ def test_render_lists_every_notebook_and_sums_the_plans(tmp_path):
     assert "| 60 s |" in text and "0.9 GB" in text
 
 
+def test_render_writes_a_note_both_runs_share_once():
+    nb = "notebooks/00_welcome.ipynb"
+    same = {nb: {"full": _timing(nb, note="rerun"), "smoke": _timing(nb, "smoke", note="rerun")}}
+    assert "| rerun |" in runtimes.render(same)
+    both = {nb: {"full": _timing(nb, note="full"), "smoke": _timing(nb, "smoke", note="fast")}}
+    assert "| full fast |" in runtimes.render(both)
+
+
 def test_update_readme_needs_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no table here\n")
