@@ -11,8 +11,10 @@ NOTEBOOK = project_root() / "casestudies" / "nlp_search" / "search.ipynb"
 
 
 def test_the_search_report_runs_in_smoke_mode(tmp_path):
+    # a cell bound, as nbval's: once, papermill waited 20 min on a cell (the search box) the
+    # kernel had finished, and the run would have hung CI to its limit
     res = run_notebook(NOTEBOOK, {"smoke": True, "index": "int8", "latency_budget_ms": 1000.0},
-                       tmp_path / "report")
+                       tmp_path / "report", cell_timeout=900)
     assert res.html.is_file() and res.html.stat().st_size > 50_000  # plots embedded
     tables, figures = res.results["tables"], res.results["figures"]
     pipelines = {row["pipeline"] for row in tables["results"]}
