@@ -70,23 +70,27 @@ def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(
         # the two cut off by the server and the one whose client hung up count as cancelled
         # (499), not as answered; the replica hears of a cut at the proxy a moment later
         with Client(server.url) as client:
-            for _ in range(50):
-                if _request_codes(client.metrics()).get("499", 0) >= 3:
-                    break
-                time.sleep(0.1)
-            text = client.metrics()
+            text = _eventually(client.metrics,
+                               lambda t: _request_codes(t).get("499", 0) >= 3, wait_s=0.1)
         assert _request_codes(text) == {"200": 2, "499": 3}
         assert monitor.samples(text, "deploylab_errors_total") == [
             ({"code": "499", "model": "nap", "reason": "cancelled"}, 3.0)]
         assert monitor.samples(text, "deploylab_request_latency_seconds_count") == [
             ({"model": "nap", "version": "1"}, 2.0)]  # only the answered ones are timed
         # the proxy's own count of its 408, from Ray's metrics (reported every 10 s)
-        for _ in range(60):
-            proxy = monitor.proxy_requests(server.ray_metrics())
-            if proxy.get("408", 0) >= 1:
-                break
-            time.sleep(0.5)
+        proxy = _eventually(lambda: monitor.proxy_requests(server.ray_metrics()),
+                            lambda p: p.get("408", 0) >= 1, wait_s=0.5)
         assert proxy.get("408") == 1 and proxy.get("200", 0) >= 1, proxy.to_dict()
+
+
+def _eventually(read, done, wait_s: float, tries: int = 60):
+    """The first of up to `tries` reads, `wait_s` apart, that is `done` (else the last)."""
+    for _ in range(tries - 1):
+        value = read()
+        if done(value):
+            return value
+        time.sleep(wait_s)
+    return read()
 
 
 def _request_codes(text: str) -> dict[str, int]:
