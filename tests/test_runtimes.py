@@ -108,12 +108,14 @@ def test_render_lists_every_notebook_and_sums_the_plans(tmp_path):
     assert "| 60 s |" in text and "0.9 GB" in text
 
 
-def test_render_writes_a_note_both_runs_share_once():
+def test_render_writes_a_note_both_runs_share_once_and_labels_different_ones():
     nb = "notebooks/00_welcome.ipynb"
     same = {nb: {"full": _timing(nb, note="rerun"), "smoke": _timing(nb, "smoke", note="rerun")}}
     assert "| rerun |" in runtimes.render(same)
     both = {nb: {"full": _timing(nb, note="full"), "smoke": _timing(nb, "smoke", note="fast")}}
-    assert "| full fast |" in runtimes.render(both)
+    assert "| full run: full; smoke run: fast |" in runtimes.render(both)
+    one = {nb: {"full": _timing(nb, note="quiet"), "smoke": _timing(nb, "smoke")}}
+    assert "| quiet |" in runtimes.render(one)
 
 
 def test_update_readme_needs_its_markers(tmp_path):

@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1,
                    help="batches a replica runs at once, sharing the weights (default 1)")
     s.add_argument("--request-timeout-s", type=float, default=20.0,
-                   help="answer 408 to a request still unanswered after this (default 20)")
+                   help="answer 504 to a request still unanswered after this (default 20)")
     s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster to serve on "
                                                     "(default: start one on this machine)")
     s.add_argument("--access-log", action="store_true", help="log every request")

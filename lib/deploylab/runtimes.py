@@ -228,8 +228,12 @@ def render(table: dict[str, dict[str, Timing]], root: Path = ROOT) -> str:
     for nb in notebooks(root):
         modes = table.get(nb, {})
         full, smoke = modes.get("full"), modes.get("smoke")
-        # a note given to both runs (`--mode both`) is written once
-        note = " ".join(list(dict.fromkeys(t.note for t in (full, smoke) if t and t.note)) + [
+        # a note given to both runs (`--mode both`) is written once; different ones say
+        # which run each is about
+        notes = {t.mode: t.note for t in (full, smoke) if t and t.note}
+        said = ([*notes.values()][:1] if len(set(notes.values())) == 1
+                else [f"{mode} run: {text}" for mode, text in notes.items()])
+        note = "; ".join(said + [
             f"{t.mode.capitalize()} run timed on a shared CPU (load {t.load:.1f}): inflated."
             for t in (full, smoke) if t and t.shared_cpu])
         isa = full.machine.rsplit(", ", 1)[-1] if full else ""  # what int8/bf16 gains hinge on

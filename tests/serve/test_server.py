@@ -1,5 +1,5 @@
 """`deploylab.serve.server`: the settings Ray starts with, refused options, Ray's metrics,
-and the request timeout end to end (answered, and counted by the replicas and the proxy)."""
+and the request timeout end to end (answered as 504, counted by the replicas and the proxy)."""
 
 import os
 import time
@@ -53,15 +53,16 @@ def test_ray_metrics_that_do_not_answer_name_the_endpoint(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(nap_spec):
+def test_a_request_over_the_timeout_gets_504_the_server_serves_on_and_counts_it(nap_spec):
     # three workers: a quick request never waits for a slow one's model call (each slow one
-    # naps on after its 408, and the second starts before the first has woken)
+    # naps on after its 504, and the second starts before the first has woken)
     with start(nap_spec, workers=3, threads=1, request_timeout_s=1.0) as server:
         for url in [server.url, *server.replica_urls()]:  # the proxy, the replica's own
             with Client(url) as client:
                 with pytest.raises(InferenceError, match="timed out") as e:
                     client.infer("nap", {"x": np.array([[3.0, 0.0]], dtype=np.float32)})
-                assert e.value.status == 408 and e.value.retryable, url
+                # Serve's 408, sent as 504 by the kit's gateway middleware
+                assert e.value.status == 504 and e.value.retryable, url
                 out = client.infer("nap", {"x": np.array([[0.0, 1.0]], dtype=np.float32)})
                 assert out["y"].tolist() == [[0.0, 1.0]], url
         with Client(server.url, timeout_s=0.5) as impatient, pytest.raises(InferenceError,
@@ -77,7 +78,8 @@ def test_a_request_over_the_timeout_gets_408_the_server_serves_on_and_counts_it(
             ({"code": "499", "model": "nap", "reason": "cancelled"}, 3.0)]
         assert monitor.samples(text, "deploylab_request_latency_seconds_count") == [
             ({"model": "nap", "version": "1"}, 2.0)]  # only the answered ones are timed
-        # the proxy's own count of its 408, from Ray's metrics (reported every 10 s)
+        # the proxy's own count of that timeout, from Ray's metrics (reported every 10 s),
+        # under the 408 it chose before the middleware sent a 504
         proxy = _eventually(lambda: monitor.proxy_requests(server.ray_metrics()),
                             lambda p: p.get("408", 0) >= 1, wait_s=0.5)
         assert proxy.get("408") == 1 and proxy.get("200", 0) >= 1, proxy.to_dict()

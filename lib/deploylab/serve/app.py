@@ -209,7 +209,7 @@ class ModelServer:
                                     "reason": reason, "message": str(e)}))
             return JSONResponse({"error": str(e)}, status_code=code)
         except asyncio.CancelledError:
-            # Serve cancels a request past its timeout (the client got a 408) or whose client
+            # Serve cancels a request past its timeout (the client got a 504) or whose client
             # hung up, and the replica cannot tell which: nginx's 499, never a 200
             code, reason = 499, "cancelled"
             log.warning(json.dumps({"event": "cancelled", "model": name, "code": code,

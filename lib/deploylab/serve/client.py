@@ -24,8 +24,9 @@ from .protocol import DATATYPES, datatype_of
 
 __all__ = ["Client", "InferenceError", "build_request", "decode_outputs"]
 
-# "this attempt failed, the next may not": safe to retry an inference. 408 is Serve's
-# proxy giving up on a request after `start(request_timeout_s=...)`
+# "this attempt failed, the next may not": safe to retry an inference. 504 is the kit's
+# server giving up on a request after `start(request_timeout_s=...)`; 408 is the same from
+# a Serve that runs without the kit's `gateway` middleware
 RETRYABLE = (408, 500, 502, 503, 504)
 
 
@@ -34,8 +35,8 @@ class InferenceError(DeploylabError):
 
     Attributes:
         status (int | None): HTTP status; None when no response came (connection error).
-        retryable (bool): True for 5xx, 408 (the server's request timeout) and connection
-            errors (inference is idempotent).
+        retryable (bool): True for 5xx, 408 (Serve's own request timeout, see
+            `gateway`) and connection errors (inference is idempotent).
     """
 
     def __init__(self, message: str, status: int | None):

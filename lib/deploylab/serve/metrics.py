@@ -13,7 +13,7 @@ Metric names (labels in braces):
     deploylab_inference_seconds{model,version}          histogram: one model call
 
 A request that Serve cancels counts with code 499 and reason "cancelled" (nginx's "client
-closed request"): past the server's request timeout (the client got a 408) or when the
+closed request"): past the server's request timeout (the client got a 504) or when the
 client hung up. A request that never reached a replica is in none of these counts. This
 includes the rare retry that Serve's router loses after a replica dies.
 

@@ -84,6 +84,8 @@ def requests_table(text: str):
 def proxy_requests(text: str, method: str = "POST"):
     """Requests Serve's proxy answered, by HTTP status, summed over routes and nodes: from
     Ray's metrics (`Server.ray_metrics()`), which count what no replica saw as well.
+    A request past the server's request timeout counts as 408 here, the status the proxy
+    chose, though the client got a 504 (see `gateway`).
 
     Returns:
         pandas.Series: requests by status code (a str), sorted.

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DeploylabError
+from .gateway import CALLBACK, ENV
 from .models import ModelSpec
 
 __all__ = ["Server", "ServeError", "free_port", "start", "stop"]
@@ -138,10 +139,11 @@ class Server:
         """Ray's own Prometheus metrics, read from every live node's endpoint, as one text.
 
         The kit's `/metrics` counts inside the replicas, so it misses a request no replica
-        answered: the 5xx for one a dying replica took with it, or the 408 for a retry
+        answered: the 5xx for one a dying replica took with it, or the timeout for a retry
         Serve's router lost. Serve's proxy counts every request it answered
         (`ray_serve_num_http_requests_total` by `status_code`; `monitor.proxy_requests`
-        sums it). Ray reports them every 10 s, so they lag by as much.
+        sums it), a timeout under 408, the status it chose before `gateway` sent it as
+        504. Ray reports them every 10 s, so they lag by as much.
         """
         import httpx
         import ray
@@ -370,19 +372,9 @@ def _lean_start():
 
 
 @contextlib.contextmanager
-def _throughput_optimized():
-    """Serve's throughput mode for the Ray processes started in this block (they inherit
-    the environment): user code on the replica's own event loop, no router thread, log
-    lines buffered, and direct ingress (each replica also serves HTTP itself, see
-    `Server.replica_urls`). On two cores the default path's extra threads and hops cost
-    more CPU than the model. Set RAY_SERVE_THROUGHPUT_OPTIMIZED=0 to keep Serve's
-    defaults. Two of its settings are changed back: log lines are written at once (the
-    monitoring chapter reads them live; with access logs off there are few), and a
-    stopping replica drains for 1 s, not 30 (meant for an external load balancer to
-    notice; here there is none)."""
-    wanted = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-              "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-              "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+def _environ(wanted: dict[str, str]):
+    """These variables for the Ray processes started in this block (they inherit the
+    environment), except those the user has set; gone again after it."""
     before = {k: os.environ.get(k) for k in wanted}
     for k, v in wanted.items():
         os.environ.setdefault(k, v)
@@ -392,6 +384,20 @@ def _throughput_optimized():
         for k, v in before.items():
             if v is None:
                 os.environ.pop(k, None)
+
+
+def _throughput_optimized():
+    """Serve's throughput mode for the Ray processes started in this block: user code on
+    the replica's own event loop, no router thread, log lines buffered, and direct ingress
+    (each replica also serves HTTP itself, see `Server.replica_urls`). On two cores the
+    default path's extra threads and hops cost more CPU than the model. Set
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=0 to keep Serve's defaults. Two of its settings are
+    changed back: log lines are written at once (the monitoring chapter reads them live;
+    with access logs off there are few), and a stopping replica drains for 1 s, not 30
+    (meant for an external load balancer to notice; here there is none)."""
+    return _environ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+                     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"})
 
 
 def _init_ray(address: str | None) -> bool:
@@ -413,7 +419,8 @@ def _init_ray(address: str | None) -> bool:
     for attempt in (1, 2, 3):
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:  # a fresh one-machine instance on loopback, never someone else's
-            with _lean_start(), _throughput_optimized():
+            # and Serve's request timeout answered as 504, not 408 (see `gateway`)
+            with _lean_start(), _throughput_optimized(), _environ({ENV: CALLBACK}):
                 ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
             return True
         except Exception:
@@ -467,8 +474,9 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         max_body_bytes (int, default 1 MiB): larger request bodies get 413.
         max_text_chars (int, default 10000): longer texts get 400 before tokenizing.
         request_timeout_s (float | None, default 20): the server (the proxy, and each
-            replica's own endpoint) answers 408 to a request it has not answered by then
-            (a client may retry it); under the kit's clients' 30 s, so they hear it. This
+            replica's own endpoint) answers 504 to a request it has not answered by then
+            (Serve's 408, rewritten by `gateway`: on a cluster of your own, see there; a
+            client may retry either); under the kit's clients' 30 s, so they hear it. This
             bounds a rare hang: when a replica dies, Serve's router retries the requests it
             had sent there on another replica, and now and then such a retry never
             completes. Raise it for models slower than that under load; None waits as long
