@@ -2,12 +2,10 @@
 accepts the callback. (The slow timeout test in test_server.py sees it end to end.)"""
 
 import asyncio
-import os
 
 import pytest
 
 from deploylab.serve import gateway
-from deploylab.serve.server import _environ
 
 
 def _app(status: int):
@@ -56,12 +54,3 @@ def test_serve_accepts_the_callback_and_its_import_path_names_it():
         call_function_from_import_path(gateway.CALLBACK))
     assert middleware.cls is gateway.GatewayTimeout
 
-
-def test_ray_started_by_the_kit_gets_the_callback_unless_the_user_set_one(monkeypatch):
-    monkeypatch.delenv(gateway.ENV, raising=False)
-    with _environ({gateway.ENV: gateway.CALLBACK}):
-        assert os.environ[gateway.ENV] == gateway.CALLBACK
-    assert gateway.ENV not in os.environ
-    monkeypatch.setenv(gateway.ENV, "mine:callback")
-    with _environ({gateway.ENV: gateway.CALLBACK}):
-        assert os.environ[gateway.ENV] == "mine:callback"

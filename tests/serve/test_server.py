@@ -14,6 +14,8 @@ SETTINGS = ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
 
 
+# `_init_ray` sets these, and the gateway's callback, through one `_environ`; the slow timeout
+# test below sees the callback's 504 end to end.
 def test_throughput_mode_is_set_for_ray_and_cleaned_up_after(monkeypatch):
     for key in SETTINGS:
         monkeypatch.delenv(key, raising=False)
