@@ -159,6 +159,9 @@ def slo_report(latencies_ms: Sequence[float], slo_ms: float, *, target: float = 
         dict: p50, p90, p99 (ms), within_slo (fraction of all requests, errors included),
         error_rate, and met (bool).
     """
+    if not slo_ms > 0 or not 0 < target <= 1 or errors < 0:
+        raise ValueError(f"need slo_ms > 0, 0 < target <= 1 and errors >= 0, got "
+                         f"slo_ms={slo_ms!r}, target={target!r}, errors={errors!r}")
     lat = np.asarray(latencies_ms, dtype=float)
     total = len(lat) + errors
     if total == 0:
@@ -221,6 +224,23 @@ class DriftResult:
     tests: int = 1
 
 
+def _windows(reference, live, *, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both windows as float arrays, refused when a test on them would mean nothing: too
+    few values (a KS test on 3 values flags almost nothing), or NaN and infinities (which
+    would silently sort to one end)."""
+    ref, cur = np.asarray(reference, dtype=float), np.asarray(live, dtype=float)
+    if ref.ndim != ndim or cur.ndim != ndim or ref.shape[1:] != cur.shape[1:]:
+        want = "1-D sequences" if ndim == 1 else "(n, d) and (m, d) arrays"
+        raise ValueError(f"need {want}, got shapes {ref.shape} and {cur.shape}")
+    if len(ref) < 5 or len(cur) < 5:
+        raise ValueError(f"need >= 5 values in each window, got {len(ref)} and {len(cur)}")
+    for name, a in (("reference", ref), ("live", cur)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"the {name} window holds NaN or infinite values: drop them "
+                             "(or the requests they came from) before testing")
+    return ref, cur
+
+
 def ks_drift(reference: Sequence[float], live: Sequence[float], *,
              alpha: float = 0.01) -> DriftResult:
     """Two-sample Kolmogorov-Smirnov test: do live values (e.g. request lengths in tokens)
@@ -236,9 +256,7 @@ def ks_drift(reference: Sequence[float], live: Sequence[float], *,
     """
     from scipy.stats import ks_2samp
 
-    ref, cur = np.asarray(reference, dtype=float), np.asarray(live, dtype=float)
-    if len(ref) < 5 or len(cur) < 5:
-        raise ValueError(f"need >= 5 values in each window, got {len(ref)} and {len(cur)}")
+    ref, cur = _windows(reference, live, ndim=1)
     res = ks_2samp(ref, cur)
     return DriftResult(float(res.statistic), float(res.pvalue), alpha,
                        bool(res.pvalue < alpha))
@@ -261,9 +279,9 @@ def embedding_drift(reference: np.ndarray, live: np.ndarray, *, projections: int
     """
     from scipy.stats import ks_2samp
 
-    ref, cur = np.asarray(reference, dtype=float), np.asarray(live, dtype=float)
-    if ref.ndim != 2 or cur.ndim != 2 or ref.shape[1] != cur.shape[1]:
-        raise ValueError(f"need (n, d) and (m, d) arrays, got {ref.shape} and {cur.shape}")
+    if projections < 1:
+        raise ValueError(f"projections must be >= 1, got {projections!r}")
+    ref, cur = _windows(reference, live, ndim=2)
     rng = np.random.default_rng(seed)
     dirs = rng.standard_normal((ref.shape[1], projections))
     dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)

@@ -1,13 +1,12 @@
-"""Request validation, metrics text and monitoring helpers: no Ray, no HTTP."""
+"""`deploylab.serve.protocol`: requests checked against the model's tensors, and responses
+rendered and read back. No Ray, no HTTP."""
 
 import json
 
 import numpy as np
 import pytest
 
-from deploylab.serve import monitor
 from deploylab.serve.client import build_request, decode_outputs
-from deploylab.serve.metrics import Metrics, MetricsStore, render
 from deploylab.serve.protocol import (
     ProtocolError,
     TensorSpec,
@@ -86,82 +85,6 @@ def test_tensor_specs_validate_themselves():
         TensorSpec("x", "FLOAT", (-1,))
     with pytest.raises(ValueError, match="shape needs"):
         TensorSpec("x", "FP32", (0,))
-
-
-def test_metrics_sum_over_replicas_in_prometheus_text():
-    a, b = Metrics(), Metrics()
-    for m, size in ((a, 4), (b, 12)):
-        m.inc("deploylab_requests_total", {"model": "m", "version": "1", "code": "200"})
-        m.observe("deploylab_batch_size", {"model": "m", "version": "1"}, size)
-        m.observe("deploylab_request_latency_seconds", {"model": "m", "version": "1"}, 0.02)
-    store = MetricsStore()
-    store.push("r1", a.snapshot())
-    store.push("r2", b.snapshot())
-    text = store.render()
-    assert text == render([a.snapshot(), b.snapshot()])
-    assert 'deploylab_requests_total{code="200",model="m",version="1"} 2' in text
-    hist = monitor.histogram(text, "deploylab_batch_size")
-    assert dict(zip(hist["le"], hist["count"], strict=True))[4.0] == 1
-    assert dict(zip(hist["le"], hist["count"], strict=True))[16.0] == 1
-    table = monitor.requests_table(text)
-    assert table["requests"].sum() == 2 and table["share"].sum() == pytest.approx(1)
-    p50 = monitor.histogram_quantile(text, "deploylab_request_latency_seconds", 0.5)
-    assert 0.01 < p50 <= 0.025
-
-
-RAY_TEXT = """\
-# HELP ray_serve_num_http_requests_total The number of HTTP requests processed.
-# TYPE ray_serve_num_http_requests_total counter
-ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="200"} 5.0
-ray_serve_num_http_requests_total{application="b",method="POST",route="/b",status_code="200"} 2.0
-ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="408"} 1.0
-ray_serve_num_http_requests_total{application="a",method="GET",route="/",status_code="200"} 9.0
-ray_serve_num_http_requests_total{application="a",method="POST",route="/",status_code="500"} 3.0
-"""
-
-
-def test_proxy_requests_sum_one_method_by_status_over_routes_and_nodes():
-    assert monitor.proxy_requests(RAY_TEXT).to_dict() == {"200": 7, "408": 1, "500": 3}
-    assert monitor.proxy_requests(RAY_TEXT, method="GET").to_dict() == {"200": 9}
-    two_nodes = RAY_TEXT + "\n" + RAY_TEXT.replace("5.0", "1.0")  # Server.ray_metrics joins
-    assert monitor.proxy_requests(two_nodes)["200"] == 7 + 3
-    assert monitor.proxy_requests("").empty
-
-
-def test_batch_totals_sum_batches_rows_and_model_time_per_model():
-    a, b = Metrics(), Metrics()
-    for m, (model, size, seconds) in ((a, ("m", 4, 0.01)), (b, ("m", 12, 0.03)),
-                                      (a, ("other", 1, 0.5))):
-        m.observe("deploylab_batch_size", {"model": model, "version": "1"}, size)
-        m.observe("deploylab_inference_seconds", {"model": model, "version": "1"}, seconds)
-    store = MetricsStore()
-    store.push("r1", a.snapshot())
-    store.push("r2", b.snapshot())
-    text = store.render()
-    assert monitor.batch_totals(text, "m") == pytest.approx([2, 16, 0.04])
-    assert monitor.batch_totals(text) == pytest.approx([3, 17, 0.54])
-    assert monitor.batch_totals(text, "absent").tolist() == [0, 0, 0]
-
-
-def test_slo_report_counts_errors_as_misses():
-    r = monitor.slo_report([10, 20, 30, 300], slo_ms=100, target=0.7, errors=1)
-    assert r["within_slo"] == pytest.approx(0.6) and r["error_rate"] == pytest.approx(0.2)
-    assert r["met"] is False
-
-
-def test_agreement_and_drift_tests():
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((50, 8))
-    r = monitor.agreement(a, a + 1e-4, corpus_primary=a, corpus_candidate=a)
-    assert r["agreement"] == 1.0 and r["top1_agreement"] == 1.0
-    same = monitor.ks_drift(rng.normal(10, 2, 300), rng.normal(10, 2, 300))
-    moved = monitor.ks_drift(rng.normal(10, 2, 300), rng.normal(14, 2, 300))
-    assert not same.drifted and moved.drifted
-    emb_same = monitor.embedding_drift(rng.standard_normal((300, 8)),
-                                       rng.standard_normal((300, 8)))
-    emb_moved = monitor.embedding_drift(rng.standard_normal((300, 8)),
-                                        rng.standard_normal((300, 8)) + 0.5)
-    assert not emb_same.drifted and emb_moved.drifted and emb_moved.tests == 8
 
 
 def test_rendered_response_carries_the_same_values_in_fewer_bytes():
