@@ -158,6 +158,9 @@ def slo_report(latencies_ms: Sequence[float], slo_ms: float, *, target: float = 
     Returns:
         dict: p50, p90, p99 (ms), within_slo (fraction of all requests, errors included),
         error_rate, and met (bool).
+
+    Raises:
+        ValueError: no requests at all, slo_ms <= 0, target outside (0, 1], errors < 0.
     """
     if not slo_ms > 0 or not 0 < target <= 1 or errors < 0:
         raise ValueError(f"need slo_ms > 0, 0 < target <= 1 and errors >= 0, got "
@@ -253,6 +256,9 @@ def ks_drift(reference: Sequence[float], live: Sequence[float], *,
 
     Returns:
         DriftResult.
+
+    Raises:
+        ValueError: a window of under 5 values, or one holding NaN or infinities.
     """
     from scipy.stats import ks_2samp
 
@@ -276,6 +282,10 @@ def embedding_drift(reference: np.ndarray, live: np.ndarray, *, projections: int
 
     Returns:
         DriftResult with the largest statistic and smallest p-value over directions.
+
+    Raises:
+        ValueError: windows of another width, of under 5 rows, or holding NaN or
+            infinities; projections < 1.
     """
     from scipy.stats import ks_2samp
 
