@@ -73,3 +73,26 @@ def test_result_checks_baseline_and_names():
         BenchResult("t", False, HW, "z", [Variant("a")])
     with pytest.raises(BenchError, match="repeat"):
         BenchResult("t", False, HW, "a", [Variant("a"), Variant("a")])
+
+
+def test_verdicts_read_a_list_of_target_rows():
+    from deploylab.bench._inference import target
+
+    rows = [target("int8", "speedup_vs_baseline", ">=", 2.0, 2.345),
+            target("int8", "accuracy_drop_points", "<=", 0.5, 0.9),
+            target("gpu", "speedup_vs_baseline", ">=", 3.0, None)]
+    assert bench.verdicts(rows) == [("int8 speedup_vs_baseline >= 2 (got 2.35)", True),
+                                    ("int8 accuracy_drop_points <= 0.5 (got 0.9)", False),
+                                    ("gpu speedup_vs_baseline >= 3", None)]
+    assert bench.verdicts(None) == [] and bench.verdicts([]) == []
+
+
+def test_verdicts_judge_each_group_once_and_keep_not_applicable():
+    one = {"gain": 2.1, "met": True, "met_against_best_in_process": False}
+    serve_like = {**one, "one_replica": dict(one), "per_core": {"gain": 1.3, "met": False}}
+    assert bench.verdicts(serve_like) == [("one_replica: met", True),
+                                          ("one_replica: met_against_best_in_process", False),
+                                          ("per_core: met", False)]
+    train_like = {"saving": 0.5, "checkpointing_met": True, "bf16_native": False,
+                  "bf16_speed_met": None}
+    assert bench.verdicts(train_like) == [("checkpointing_met", True), ("bf16_speed_met", None)]

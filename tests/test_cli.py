@@ -89,3 +89,17 @@ def test_report_sweep_from_the_command_line(tmp_path, capsys):
                      "--workers", "2"]) == 0
     assert "2 result rows, 2 Pareto-optimal, 0 failed" in capsys.readouterr().out
     assert (tmp_path / "o" / "sweep.html").is_file()
+
+
+def test_bench_prints_each_target_verdict_under_aligned_rows(tmp_path, capsys, monkeypatch):
+    from deploylab import bench
+    from deploylab.bench import BenchResult, Variant
+
+    result = BenchResult("fake", False, {"cpu": "test", "threads": 2}, "a", [
+        Variant("a", throughput_per_s=10.0), Variant("a-much-longer-variant-name", skipped="x")],
+        extra={"targets": {"one": {"met": True}, "two": {"met": False}}})
+    monkeypatch.setattr(bench, "run", lambda name, smoke=False: result)
+    assert cli.main(["bench", "fake", "--json", str(tmp_path / "f.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].index(" p50 ") == lines[2].index(" skipped:")  # one column for both
+    assert lines[3:6] == ["targets:", "  yes  one: met", "  NO   two: met"]

@@ -60,14 +60,20 @@ def _bench(args: argparse.Namespace) -> int:
     base = result.baseline
     print(f"suite {result.suite} ({'smoke' if smoke else 'full'}) on {result.hardware['cpu']},"
           f" {result.hardware['threads']} threads; baseline {base}")
+    width = max(len(v.name) for v in result.variants)
     for v in result.variants:
         if v.skipped:
-            print(f"  {v.name:20} skipped: {v.skipped}")
+            print(f"  {v.name:{width}} skipped: {v.skipped}")
             continue
         tp = f"{v.throughput_per_s:,.1f}/s" if v.throughput_per_s is not None else "-"
         p50 = f"{v.latency_ms_p50:.3f} ms" if v.latency_ms_p50 is not None else "-"
-        print(f"  {v.name:20} p50 {p50:>12}  throughput {tp:>14}  "
-              f"{v.extra.get('throughput_unit', '')}")
+        print(f"  {v.name:{width}} p50 {p50:>12}  throughput {tp:>14}  "
+              f"{v.extra.get('throughput_unit', '')}".rstrip())
+    judged = bench.verdicts(result.extra.get("targets"))
+    if judged:  # what the JSON's `targets` says, line by line
+        print("targets" + (" (a smoke run: too short to judge by):" if result.smoke else ":"))
+        for what, m in judged:
+            print(f"  {'n/a' if m is None else 'yes' if m else 'NO':4} {what}")
     print(f"wrote {out}")
     return 0
 

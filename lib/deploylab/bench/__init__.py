@@ -25,7 +25,8 @@ from pathlib import Path
 from .._files import to_jsonable, write_atomic
 from ..errors import DeploylabError
 
-__all__ = ["ACCURACY_LIKE", "BenchError", "BenchResult", "Variant", "run", "suites"]
+__all__ = ["ACCURACY_LIKE", "BenchError", "BenchResult", "Variant", "run", "suites",
+           "verdicts"]
 
 # Quality metrics that are fractions in [0, 1] (DESIGN.md); checked before writing.
 ACCURACY_LIKE = ("accuracy", "recall", "precision", "f1", "exact_match", "cosine", "agreement",
@@ -105,6 +106,38 @@ class BenchResult:
             raise BenchError(f"{out} is a folder; give a file path such as {out / 'bench.json'}")
         out.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(out, json.dumps(to_jsonable(self.to_dict()), indent=2) + "\n")
+
+
+def _is_verdict(key: str) -> bool:
+    return key == "met" or key.endswith("_met") or key.startswith("met_")
+
+
+def verdicts(targets: list | dict | None) -> list[tuple[str, bool | None]]:
+    """Each of a suite's targets as (what it asks, met), None where it does not apply here.
+
+    Suites write targets in one of two shapes: a list of `target(...)` rows (variant,
+    metric, op, threshold, value, met), or a dict whose `met`, `*_met` and `met_*` keys
+    judge the figures beside them, with one nested dict per group (serve's deployments).
+    Flat keys that only repeat one group (serve's, kept for older readers) are not
+    judged twice.
+    """
+    if not targets:
+        return []
+    if isinstance(targets, list):
+        out = []
+        for t in targets:
+            got = "" if t.get("value") is None else f" (got {t['value']:.3g})"
+            out.append((f"{t['variant']} {t['metric']} {t['op']} {t['threshold']:g}{got}",
+                        t.get("met")))
+        return out
+    groups = {k: v for k, v in targets.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in targets.items() if not isinstance(v, dict)}
+    mirrored = bool(flat) and any(all(k in g and g[k] == v for k, v in flat.items())
+                                  for g in groups.values())
+    out = [] if mirrored else [(k, v) for k, v in flat.items() if _is_verdict(k)]
+    for name, group in groups.items():
+        out += [(f"{name}: {what}", met) for what, met in verdicts(group)]
+    return out
 
 
 def _modules() -> dict[str, str]:
