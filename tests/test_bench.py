@@ -87,6 +87,16 @@ def test_verdicts_read_a_list_of_target_rows():
     assert bench.verdicts(None) == [] and bench.verdicts([]) == []
 
 
+def test_verdicts_read_rows_of_several_checks():
+    from deploylab.cases.retrieval_eval import target
+
+    rows = [target("student", speedup=(5.6, 5.0, "min"), size_kb=(120.0, 100.0, "max")),
+            target("binary", index_smaller=(None, 25.0, "min"))]
+    assert bench.verdicts(rows) == [("student speedup >= 5 (got 5.6)", True),
+                                    ("student size_kb <= 100 (got 120)", False),
+                                    ("binary index_smaller >= 25", None)]
+
+
 def test_verdicts_judge_each_group_once_and_keep_not_applicable():
     one = {"gain": 2.1, "met": True, "met_against_best_in_process": False}
     serve_like = {**one, "one_replica": dict(one), "per_core": {"gain": 1.3, "met": False}}

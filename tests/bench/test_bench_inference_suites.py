@@ -53,3 +53,4 @@ def test_baseline_is_measured_and_targets_are_recorded(run):
                                    for t in data["targets"])
     names = {v["name"] for v in data["variants"]}
     assert all(t["variant"] in names for t in data["targets"])
+    assert len(bench.verdicts(data["targets"])) == len(data["targets"])

@@ -62,3 +62,5 @@ def test_figures_are_consistent(data):
     assert t["every_layer_activation_saving"] == pytest.approx(
         1 - every["activation_vs_baseline"])
     assert t["bf16_loss_met"] == (t["bf16_loss_gap"] <= 0.02)
+    assert [what for what, _ in bench.verdicts(t)] == ["checkpointing_met", "bf16_speed_met",
+                                                      "bf16_loss_met"]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from deploylab import cli
+from deploylab import bench, cli
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,9 @@ def test_serve_bench_writes_every_variant_with_latency_p99_and_errors(tmp_path):
     keys = {"throughput_vs_no_batching", "p99_vs_no_batching", "fraction_of_in_process",
             "fraction_of_best_in_process", "errors", "met", "met_against_best_in_process"}
     assert set(data["targets"]) >= keys and set(data["targets"]["one_replica"]) == keys
+    groups = [g for g in ("one_replica", "workers", "per_core") if g in data["targets"]]
+    assert [what for what, _ in bench.verdicts(data["targets"])] == [  # each judged once
+        f"{g}: {k}" for g in groups for k in ("met", "met_against_best_in_process")]
     if per_core:  # a worker, or a replica, per core, one thread each
         two = {v["name"]: v for v in data["variants"]}
         assert set(data["targets"]["workers"]) == keys == set(data["targets"]["per_core"])

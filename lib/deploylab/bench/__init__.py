@@ -115,20 +115,26 @@ def _is_verdict(key: str) -> bool:
 def verdicts(targets: list | dict | None) -> list[tuple[str, bool | None]]:
     """Each of a suite's targets as (what it asks, met), None where it does not apply here.
 
-    Suites write targets in one of two shapes: a list of `target(...)` rows (variant,
-    metric, op, threshold, value, met), or a dict whose `met`, `*_met` and `met_*` keys
-    judge the figures beside them, with one nested dict per group (serve's deployments).
-    Flat keys that only repeat one group (serve's, kept for older readers) are not
-    judged twice.
+    Suites write targets in one of three shapes: a list of rows, each one check (variant,
+    metric, op, threshold, value, met: `_inference.target`) or several (variant, checks:
+    name -> value, bound, kind "min"/"max", met: `retrieval_eval.target`); or a dict whose
+    `met`, `*_met` and `met_*` keys judge the figures beside them, with one nested dict
+    per group (serve's deployments). Flat keys that only repeat one group (serve's, kept
+    for older readers) are not judged twice.
     """
     if not targets:
         return []
     if isinstance(targets, list):
         out = []
         for t in targets:
-            got = "" if t.get("value") is None else f" (got {t['value']:.3g})"
-            out.append((f"{t['variant']} {t['metric']} {t['op']} {t['threshold']:g}{got}",
-                        t.get("met")))
+            checks = t.get("checks") or {t["metric"]: {
+                "value": t["value"], "bound": t["threshold"], "met": t["met"],
+                "kind": "min" if t["op"] == ">=" else "max"}}
+            for name, c in checks.items():
+                got = "" if c["value"] is None else f" (got {c['value']:.3g})"
+                op = ">=" if c["kind"] == "min" else "<="
+                out.append((f"{t['variant']} {name} {op} {c['bound']:g}{got}",
+                            None if c["value"] is None else c["met"]))
         return out
     groups = {k: v for k, v in targets.items() if isinstance(v, dict)}
     flat = {k: v for k, v in targets.items() if not isinstance(v, dict)}
