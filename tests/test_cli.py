@@ -95,11 +95,12 @@ def test_bench_prints_each_target_verdict_under_aligned_rows(tmp_path, capsys, m
     from deploylab import bench
     from deploylab.bench import BenchResult, Variant
 
-    result = BenchResult("fake", False, {"cpu": "test", "threads": 2}, "a", [
+    result = BenchResult("fake", False, {"cpu": "test", "cores": 2, "threads": 1}, "a", [
         Variant("a", throughput_per_s=10.0), Variant("a-much-longer-variant-name", skipped="x")],
         extra={"targets": {"one": {"met": True}, "two": {"met": False}}})
     monkeypatch.setattr(bench, "run", lambda name, smoke=False: result)
     assert cli.main(["bench", "fake", "--json", str(tmp_path / "f.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "suite fake (full) on test, 2 cores, torch threads 1; baseline a"
     assert lines[1].index(" p50 ") == lines[2].index(" skipped:")  # one column for both
     assert lines[3:6] == ["targets:", "  yes  one: met", "  NO   two: met"]

@@ -58,8 +58,9 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench.run(args.suite, smoke=smoke)
     out = result.write_json(args.json)
     base = result.baseline
-    print(f"suite {result.suite} ({'smoke' if smoke else 'full'}) on {result.hardware['cpu']},"
-          f" {result.hardware['threads']} threads; baseline {base}")
+    hw = result.hardware  # threads: torch's in this process; a suite may set its own per variant
+    print(f"suite {result.suite} ({'smoke' if result.smoke else 'full'}) on {hw['cpu']}, "
+          f"{hw.get('cores', '?')} cores, torch threads {hw['threads']}; baseline {base}")
     width = max(len(v.name) for v in result.variants)
     for v in result.variants:
         if v.skipped:
