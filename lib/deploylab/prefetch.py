@@ -7,7 +7,7 @@ changed), not assumed.
 
 Example:
     >>> from deploylab import prefetch
-    >>> prefetch.run()          # about 10 minutes on 2 cores the first time, seconds after
+    >>> prefetch.run()          # about 30 minutes on 2 cores the first time, seconds after
 """
 
 from __future__ import annotations
