@@ -23,3 +23,11 @@ def test_a_text_model_embeds_its_texts():
     assert emb.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
     assert float(emb[0] @ emb[1]) < 0.99  # two different texts, two different vectors
+
+
+def test_versions_order_numbers_by_value_then_names():
+    from deploylab.serve.models import version_order
+
+    # the server and LocalClient both answer a request without a version with the last
+    assert sorted(["10", "9", "2", "canary", "beta"], key=version_order) == [
+        "2", "9", "10", "beta", "canary"]

@@ -96,3 +96,9 @@ def test_local_client_answers_as_a_replica_would():
         client.infer("lower", {"text": ["a"]})
     assert e.value.status == 404
     assert client.infer("upper", {"text": ["ok"]}, version="1")["upper"].tolist() == ["OK"]
+
+
+def test_local_client_picks_the_highest_version_by_number_as_the_server_does():
+    client = LocalClient([ModelSpec("upper", v, Upper()) for v in ("9", "10")])
+    client.infer("upper", {"text": ["a"]})
+    assert client._runners.keys() == {"upper:10"}  # not "9", which sorts last as text

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from .metrics import Metrics
+from .models import version_order
 from .protocol import ProtocolError, parse_request, render_response
 
 __all__ = ["ROUTES", "ModelServer"]
@@ -69,10 +70,6 @@ def _match(method: str, path: str) -> tuple[str, dict]:
     raise ProtocolError(f"{method} {path}: Not Found; {hint}", 404, "no_route")
 
 
-def _version_key(v: str):
-    return (0, int(v), "") if v.isdigit() else (1, 0, v)
-
-
 class _Pool(ThreadPoolExecutor):
     """A model's batches run on its own threads (one per worker), so the event loop keeps
     parsing requests (ONNX Runtime and torch release the GIL while they compute)."""
@@ -101,7 +98,7 @@ class ModelServer:
                                        "batch_wait_timeout_s": spec.batch_wait_timeout_s}
             self.batchers[spec.key] = self._batcher(runner)
         for vs in self.versions.values():
-            vs.sort(key=_version_key)
+            vs.sort(key=version_order)
         self.metrics, self.store, self._pusher = Metrics(), store, None
         self.replica = serve.get_replica_context().replica_tag
 

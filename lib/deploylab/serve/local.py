@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .client import InferenceError, build_request, decode_outputs
-from .models import ModelSpec
+from .models import ModelSpec, version_order
 from .protocol import ProtocolError, parse_request, render_response
 
 __all__ = ["LocalClient"]
@@ -42,7 +42,8 @@ class LocalClient:
         self.threads, self.max_text_chars, self._runners = threads, max_text_chars, {}
 
     def _runner(self, name: str, version: str | None):
-        versions = sorted(v for n, v in (k.split(":", 1) for k in self.specs) if n == name)
+        versions = sorted((v for n, v in (k.split(":", 1) for k in self.specs) if n == name),
+                          key=version_order)  # as the server: "10" is higher than "9"
         if not versions or (version is not None and version not in versions):
             raise InferenceError(f"unknown model {name!r} version {version!r}; known: "
                                  f"{sorted(self.specs)}", 404)

@@ -27,7 +27,7 @@ import numpy as np
 from .pipeline import Pipeline
 from .protocol import DATATYPES, InferRequest, ProtocolError, TensorSpec
 
-__all__ = ["ModelSpec", "Runner", "padded_feeds", "text_input_spec"]
+__all__ = ["ModelSpec", "Runner", "padded_feeds", "text_input_spec", "version_order"]
 
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
@@ -51,6 +51,12 @@ def padded_feeds(ids: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]
 def text_input_spec(name: str = "text") -> TensorSpec:
     """The input of a text model: one string per row."""
     return TensorSpec(name, "BYTES", (-1,))
+
+
+def version_order(version: str) -> tuple:
+    """Sort key of versions, so that the highest (what a request without a version gets)
+    sorts last: numbers by value ("10" after "9"), then other names alphabetically."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 @dataclass
