@@ -49,3 +49,18 @@ def test_a_refusal_is_not_retried(scripted):
     with Client(url, retries=3, backoff_s=0.01) as c, pytest.raises(InferenceError):
         c.infer("m", {"x": [1.0]})
     assert script == [200], "a 4xx other than 408 was retried"
+
+
+@pytest.mark.parametrize("kwargs", [{"retries": -1}, {"timeout_s": 0}, {"backoff_s": -0.1}])
+def test_settings_that_cannot_work_are_refused_up_front(kwargs):
+    # retries=-1 would send nothing at all and fail later with no reason
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))}={next(iter(kwargs.values()))}"):
+        Client("http://127.0.0.1:9", **kwargs)
+
+
+def test_embed_refuses_an_empty_list_and_a_batch_size_below_one():
+    with Client("http://127.0.0.1:9") as c:  # nothing is sent
+        with pytest.raises(ValueError, match="at least one text"):
+            c.embed("m", [])
+        with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+            c.embed("m", ["a"], batch_size=0)

@@ -101,6 +101,10 @@ class Client:
                  retries: int = 0, backoff_s: float = 0.1):
         import httpx
 
+        if not (timeout_s > 0 and retries >= 0 and backoff_s >= 0):
+            raise ValueError(f"need timeout_s > 0, retries >= 0 and backoff_s >= 0, got "
+                             f"timeout_s={timeout_s!r}, retries={retries!r}, "
+                             f"backoff_s={backoff_s!r}")
         self.url = url.rstrip("/")
         self.retries, self.backoff_s = int(retries), float(backoff_s)
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
@@ -205,6 +209,8 @@ class Client:
         texts = list(texts)
         if not texts:
             raise ValueError("embed() needs at least one text")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         parts = [self.infer(name, {"text": texts[i:i + batch_size]}, version=version)
                  ["embedding"] for i in range(0, len(texts), batch_size)]
         return np.concatenate(parts)
