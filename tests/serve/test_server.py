@@ -99,3 +99,24 @@ def _eventually(read, done, wait_s: float, tries: int = 60):
 
 def _request_codes(text: str) -> dict[str, int]:
     return {lab["code"]: int(v) for lab, v in monitor.samples(text, "deploylab_requests_total")}
+
+
+@pytest.mark.slow
+def test_a_corrupt_model_is_a_one_line_error_and_leaves_nothing_running(tmp_path):
+    import psutil
+    import ray
+
+    from deploylab.serve import ModelSpec
+
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(b"not a protobuf")  # passes the spec's checks: it is an .onnx file
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(ServeError) as e:
+        start(ModelSpec("bad", "1", bad))
+    # the replica's own error, which Serve's "failed to update the deployments" leaves out
+    assert "failed to start" in str(e.value) and "INVALID_PROTOBUF" in str(e.value)
+    assert str(bad) in str(e.value) and "ModelSpec(...).build()" in str(e.value)
+    assert not ray.is_initialized()  # the Ray it started is stopped again
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    _, alive = psutil.wait_procs(new, timeout=15)  # Ray's daemons exit a moment later
+    assert not alive, [p.name() for p in alive]

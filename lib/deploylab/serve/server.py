@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -289,6 +290,21 @@ def _ray_processes() -> list:
     return list(out.values())
 
 
+def _why_failed(app_name: str) -> str:
+    """Why Serve gave up deploying: the replica's own error, the last line of the traceback
+    Serve keeps in the deployment's status (its own messages name no cause)."""
+    from ray import serve
+
+    status = serve.status().applications.get(app_name)
+    messages = [d.message for d in (status.deployments.values() if status else []) if d.message]
+    lines = [ln.strip() for m in messages for ln in re.sub(r"\x1b\[[0-9;]*m", "", m).splitlines()
+             if ln.strip()]
+    cause = lines[-1].rstrip(".") if lines else (status.message if status else "no status")
+    return (f"the model server failed to start: {cause}. Each model loads in the replica; "
+            "build its spec here to see the whole traceback (ModelSpec(...).build()): a "
+            "corrupt or truncated file, a missing tokenizer or a pipeline's load() failing")
+
+
 def _wait_running(app_name: str, timeout_s: float) -> None:
     from ray import serve
 
@@ -298,7 +314,7 @@ def _wait_running(app_name: str, timeout_s: float) -> None:
         if status is not None and str(status.status).endswith("RUNNING"):
             return
         if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
-            raise ServeError(f"application {app_name} failed to deploy: {status.message}")
+            raise ServeError(_why_failed(app_name))
         time.sleep(0.25)
     raise ServeError(f"application {app_name} not running after {timeout_s:.0f} s")
 
@@ -491,6 +507,10 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
 
     Returns:
         Server: running; `stop()` it or use it in a `with` block.
+
+    Raises:
+        ServeError: a bad option, a port in use, or a replica that failed to start (with
+            the replica's own error, e.g. a corrupt .onnx file); nothing is left running.
     """
     specs = [models] if isinstance(models, ModelSpec) else list(models)
     if not specs or not all(isinstance(s, ModelSpec) for s in specs):
@@ -573,9 +593,12 @@ def _deploy(specs, host, port, most, autoscaling, num_replicas, cpus, threads, s
     options["_code_version"] = f"deploylab-{os.getpid()}-{time.time_ns()}"
     args = (specs, settings, store)
     app = _versioned(ModelServer, options).bind(*args)
-    with _quiet_serve():
-        serve.run(app, name=app_name, route_prefix="/", blocking=False,
-                  logging_config=logging_config)
+    try:
+        with _quiet_serve():
+            serve.run(app, name=app_name, route_prefix="/", blocking=False,
+                      logging_config=logging_config)
+    except RuntimeError:  # Serve's "failed to update the deployments", with no cause
+        raise ServeError(_why_failed(app_name)) from None
     _wait_running(app_name, timeout_s)
     server = Server(f"http://{host}:{port}", host, port, specs, app_name, started,
                     ModelServer, args, options)
