@@ -2,6 +2,7 @@
 and the request timeout end to end (answered as 504, counted by the replicas and the proxy)."""
 
 import os
+import re
 import time
 
 import numpy as np
@@ -52,6 +53,21 @@ def test_ray_metrics_that_do_not_answer_name_the_endpoint(monkeypatch):
     server = Server("http://127.0.0.1:1", "127.0.0.1", 1, [], "app", True, None, (), {})
     with pytest.raises(ServeError, match=f"127.0.0.1:{port}/metrics did not answer"):
         server.ray_metrics(timeout_s=2)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"max_batch_size": 0}, "max_batch_size must be an int >= 1, got 0"),
+    ({"max_batch_size": 2.5}, "got 2.5"),
+    ({"batch_wait_timeout_s": -0.1}, "batch_wait_timeout_s must be in [0, 10]"),
+    ({"num_replicas": 0}, "num_replicas must be an int >= 1, got 0"),
+])
+def test_configure_refuses_what_the_server_cannot_run_with_before_changing_it(change, words):
+    options = {"num_replicas": 2, "user_config": {"max_batch_size": 8}}
+    server = Server("http://127.0.0.1:1", "127.0.0.1", 1, [], "app", True, None, (),
+                    {k: (dict(v) if isinstance(v, dict) else v) for k, v in options.items()})
+    with pytest.raises(ServeError, match=re.escape(words)):
+        server.configure(**change)  # no Serve here: it must fail before reaching it
+    assert server._options == options  # nothing half-applied
 
 
 @pytest.mark.slow

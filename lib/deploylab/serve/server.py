@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import re
 import socket
@@ -92,9 +93,24 @@ class Server:
         Serve applies this without restarting replicas (batching goes through the
         deployment's `user_config`, replicas are added or removed); it returns once the
         application is running again.
+
+        Raises:
+            ServeError: a value the server cannot run with (checked before anything
+                changes, so the server keeps serving as it was).
         """
         from ray import serve
 
+        def whole(v) -> bool:  # numpy's integers too, as a sweep might hand them over
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+        if max_batch_size is not None and not whole(max_batch_size):
+            raise ServeError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+        if batch_wait_timeout_s is not None and not 0 <= float(batch_wait_timeout_s) <= 10:
+            raise ServeError("batch_wait_timeout_s must be in [0, 10] seconds, got "
+                             f"{batch_wait_timeout_s!r}")
+        if num_replicas is not None and not whole(num_replicas):
+            raise ServeError(f"num_replicas must be an int >= 1, got {num_replicas!r} "
+                             "(stop() takes the server down)")
         cfg = dict(self._options.get("user_config") or {})
         if max_batch_size is not None:
             cfg["max_batch_size"] = int(max_batch_size)
