@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ import numpy as np
 from .pipeline import Pipeline
 from .protocol import DATATYPES, InferRequest, ProtocolError, TensorSpec
 
-__all__ = ["ModelSpec", "Runner", "padded_feeds", "text_input_spec", "version_order"]
+__all__ = ["ModelSpec", "Runner", "check_batching", "padded_feeds", "text_input_spec",
+           "version_order"]
 
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
@@ -51,6 +53,18 @@ def padded_feeds(ids: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]
 def text_input_spec(name: str = "text") -> TensorSpec:
     """The input of a text model: one string per row."""
     return TensorSpec(name, "BYTES", (-1,))
+
+
+def check_batching(max_batch_size=None, batch_wait_timeout_s=None) -> None:
+    """Refuse batching a server cannot run with (ValueError); None is not checked. The one
+    check for a spec and for a running server's `configure`."""
+    if max_batch_size is not None and (not isinstance(max_batch_size, numbers.Integral)
+                                       or isinstance(max_batch_size, bool)
+                                       or max_batch_size < 1):
+        raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+    if batch_wait_timeout_s is not None and not 0 <= float(batch_wait_timeout_s) <= 10:
+        raise ValueError("batch_wait_timeout_s must be in [0, 10] seconds, got "
+                         f"{batch_wait_timeout_s!r}")
 
 
 def version_order(version: str) -> tuple:
@@ -125,11 +139,8 @@ class ModelSpec:
         else:
             raise ValueError(f"model {self.name}: `model` must be an .onnx path, a torch "
                              f"module or a Pipeline, got {type(self.model).__name__}")
-        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be an int >= 1, got {self.max_batch_size!r}")
-        if not 0 <= float(self.batch_wait_timeout_s) <= 10:
-            raise ValueError("batch_wait_timeout_s must be in [0, 10] seconds, got "
-                             f"{self.batch_wait_timeout_s!r}")
+        check_batching(self.max_batch_size, self.batch_wait_timeout_s)
+        self.max_batch_size = int(self.max_batch_size)  # numpy's integers become Python's
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"max_length must be an int >= 2, got {self.max_length!r}")
         self.inputs = None if self.inputs is None else list(self.inputs)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import DeploylabError
 from .gateway import CALLBACK, ENV
-from .models import ModelSpec
+from .models import ModelSpec, check_batching
 
 __all__ = ["Server", "ServeError", "free_port", "start", "stop"]
 
@@ -100,15 +100,12 @@ class Server:
         """
         from ray import serve
 
-        def whole(v) -> bool:  # numpy's integers too, as a sweep might hand them over
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-
-        if max_batch_size is not None and not whole(max_batch_size):
-            raise ServeError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
-        if batch_wait_timeout_s is not None and not 0 <= float(batch_wait_timeout_s) <= 10:
-            raise ServeError("batch_wait_timeout_s must be in [0, 10] seconds, got "
-                             f"{batch_wait_timeout_s!r}")
-        if num_replicas is not None and not whole(num_replicas):
+        try:  # the same check as a ModelSpec's
+            check_batching(max_batch_size, batch_wait_timeout_s)
+        except ValueError as e:
+            raise ServeError(str(e)) from None
+        if num_replicas is not None and (not isinstance(num_replicas, numbers.Integral)
+                                         or isinstance(num_replicas, bool) or num_replicas < 1):
             raise ServeError(f"num_replicas must be an int >= 1, got {num_replicas!r} "
                              "(stop() takes the server down)")
         cfg = dict(self._options.get("user_config") or {})
