@@ -51,6 +51,10 @@ def test_nested_data_is_read_row_major():
     (body(shape=[0, 4], data=[]), "empty_batch", "empty batch"),
     (body(data=["a"] * 8), "wrong_datatype", "value of another type"),
     (body(data=None), "bad_data", "'data' must be a list"),
+    (body(data=[[[0, 1], [2, 3]], [[4, 5], [6, 7]]]), "bad_data", "nested deeper than its shape"),
+    # within the body limit, these raised RecursionError and ValueError: a 500, retried
+    (b"[" * 5000 + b"]" * 5000, "bad_json", "nested too deeply"),
+    (body(data="DIGITS").replace(b'"DIGITS"', b"9" * 5000), "bad_json", "4300 digits"),
 ])
 def test_each_bad_request_is_a_400_naming_the_problem(raw, reason, words):
     with pytest.raises(ProtocolError) as e:

@@ -108,14 +108,17 @@ def _fail(message: str, reason: str, status: int = 400):
     raise ProtocolError(message, status, reason)
 
 
-def _flat(data) -> list:
-    """Row-major flattening of (possibly nested) lists."""
+def _flat(data, depth: int) -> list:
+    """Row-major flattening of (possibly nested) lists, nested at most `depth` deep (the
+    tensor's dimensions)."""
     if not isinstance(data, list):
         _fail("'data' must be a list", "bad_data")
     if data and isinstance(data[0], list):
+        if depth <= 1:
+            _fail("'data' is nested deeper than its shape", "bad_data")
         out: list = []
         for row in data:
-            out.extend(_flat(row) if isinstance(row, list) else [row])
+            out.extend(_flat(row, depth - 1) if isinstance(row, list) else [row])
         return out
     return data
 
@@ -142,7 +145,7 @@ def _to_array(raw: dict, spec: TensorSpec, max_text_chars: int) -> np.ndarray:
               "empty_batch")
     if "data" not in raw:
         _fail(f"input {name!r}: 'data' is missing", "bad_data")
-    data = _flat(raw["data"])
+    data = _flat(raw["data"], len(shape))
     if len(data) != math.prod(shape):
         _fail(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, 'data' has "
               f"{len(data)}", "wrong_shape")
@@ -193,8 +196,11 @@ def parse_request(body: bytes | str, inputs: Sequence[TensorSpec],
     """
     try:
         req = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # bad JSON or UTF-8, or an integer of over 4300 digits
         raise ProtocolError(f"request body is not valid JSON: {e}", 400, "bad_json") from None
+    except RecursionError:
+        raise ProtocolError("request body is not valid JSON: nested too deeply", 400,
+                            "bad_json") from None
     if not isinstance(req, dict):
         _fail("request body must be a JSON object with an 'inputs' list", "bad_json")
     raw_inputs = req.get("inputs")
