@@ -1,4 +1,8 @@
-"""The deployment's route table: the protocol's paths to handlers, 404 and 405 otherwise."""
+"""The deployment's route table (the protocol's paths to handlers, 404 and 405 otherwise)
+and its body limit. No Ray: the handlers are called on the bare class."""
+
+import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,3 +43,30 @@ def test_other_paths_and_methods_are_refused_by_name(method, path, status, words
         _match(method, path)
     assert e.value.status == status and words in str(e.value)
     assert "/v2/models/{name}/infer" in str(e.value)  # says where to go instead
+
+
+class _Chunked:
+    """A request sent without a length: 100 chunks of 1 kB, counting those read."""
+
+    def __init__(self):
+        self.headers, self.read = {}, 0
+
+    async def stream(self):
+        for _ in range(100):
+            self.read += 1
+            yield b" " * 1000
+
+    async def body(self):
+        return b"".join([c async for c in self.stream()])
+
+
+def test_a_body_without_a_length_is_read_only_up_to_the_limit():
+    req, replica = _Chunked(), SimpleNamespace(settings={"max_body_bytes": 5000})
+    with pytest.raises(ProtocolError, match="over the limit of 5000 bytes") as e:
+        asyncio.run(ModelServer.func_or_class._body(replica, req))
+    assert e.value.status == 413 and req.read == 6  # not the whole 100 kB
+
+
+def test_a_body_within_the_limit_is_read_whole():
+    req, replica = _Chunked(), SimpleNamespace(settings={"max_body_bytes": 100_000})
+    assert asyncio.run(ModelServer.func_or_class._body(replica, req)) == b" " * 100_000

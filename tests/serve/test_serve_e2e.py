@@ -175,6 +175,8 @@ BAD = {
                        "tokens is over this model's limit of 32"),
     "huge text": ("/v2/models/text/infer", load.text_request("x" * 3000).decode(), 400,
                   "3000 characters is over the limit"),
+    "deeply nested JSON": ("/v2/models/lin/infer", "[" * 20_000 + "]" * 20_000, 400,
+                           "nested too deeply"),
     "body too large": ("/v2/models/lin/infer", _lin(data=[0.0] * 20_000), 413,
                        "over the limit of 64000 bytes"),
     "unknown model": ("/v2/models/nope/infer", _lin(), 404, "unknown model 'nope'"),
@@ -192,6 +194,16 @@ def test_bad_input_is_a_4xx_naming_it_and_the_next_request_succeeds(server, clie
     assert words in r.json()["error"]
     ok = client.infer("lin", {"x": np.ones((1, 4), np.float32)})["y"]
     np.testing.assert_allclose(ok, np.ones((1, 4)) @ W, rtol=1e-6)
+
+
+def test_a_body_sent_without_a_length_is_refused_at_the_limit(server, client):
+    # chunked transfer: no content-length to refuse it by, so the replica counts as it reads
+    for url in (server.url, server.replica_urls()[0]):
+        r = httpx.post(url + "/v2/models/lin/infer", content=iter([b" " * 16_000] * 8),
+                       headers={"content-type": "application/json"}, trust_env=False)
+        assert r.status_code == 413, r.text
+        assert "sent without a length" in r.json()["error"]
+    assert client.infer("lin", {"x": np.ones((1, 4), np.float32)})["y"].shape == (1, 2)
 
 
 def test_client_raises_with_the_servers_message(client):

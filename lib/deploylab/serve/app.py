@@ -157,11 +157,17 @@ class ModelServer:
         if declared and declared.isdigit() and int(declared) > limit:
             raise ProtocolError(f"request body of {declared} bytes is over the limit of "
                                 f"{limit} bytes", 413, "body_too_large")
-        body = await request.body()
-        if len(body) > limit:
-            raise ProtocolError(f"request body of {len(body)} bytes is over the limit of "
-                                f"{limit} bytes", 413, "body_too_large")
-        return body
+        # read in chunks, so that a body sent without a length (chunked) stops at the limit
+        # rather than filling the replica's memory first
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ProtocolError(f"request body of over {limit} bytes (sent without a "
+                                    f"length) is over the limit of {limit} bytes", 413,
+                                    "body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _count(self, model: str, version: str, code: int, reason: str | None, start: float):
         self.metrics.inc("deploylab_requests_total",
