@@ -74,6 +74,17 @@ def test_too_many_rows_unknown_outputs_and_long_texts_are_refused():
     assert parse_request(text, TEXT, EMB).inputs["text"][0] == "ab" * 50
 
 
+def test_text_that_is_not_utf8_is_refused_naming_the_text():
+    # a lone surrogate is valid JSON but no UTF-8; the tokenizer raised TypeError: a 500
+    raw = b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], ' \
+          b'"data": ["fine", "ab\\ud800cd"]}]}'
+    with pytest.raises(ProtocolError) as e:
+        parse_request(raw, TEXT, EMB)
+    assert e.value.status == 400 and e.value.reason == "bad_text"
+    assert "text 1 is not valid UTF-8 (surrogates not allowed: '\\ud800' at character 2)" \
+        in str(e.value)
+
+
 def test_client_request_and_server_response_round_trip():
     req = parse_request(json.dumps(build_request({"x": np.ones((2, 4), np.float32)},
                                                  request_id="7")), X, Y)

@@ -173,6 +173,8 @@ BAD = {
                       "limit of 8"),
     "over-long text": ("/v2/models/text/infer", load.text_request(LONG).decode(), 400,
                        "tokens is over this model's limit of 32"),
+    "text not UTF-8": ("/v2/models/text/infer", load.text_request("ab\ud800").decode(), 400,
+                       "text 0 is not valid UTF-8"),
     "huge text": ("/v2/models/text/infer", load.text_request("x" * 3000).decode(), 400,
                   "3000 characters is over the limit"),
     "deeply nested JSON": ("/v2/models/lin/infer", "[" * 20_000 + "]" * 20_000, 400,

@@ -156,6 +156,12 @@ def _to_array(raw: dict, spec: TensorSpec, max_text_chars: int) -> np.ndarray:
         if longest > max_text_chars:
             _fail(f"input {name!r}: a text of {longest} characters is over the limit of "
                   f"{max_text_chars}", "text_too_long")
+        for i, text in enumerate(data):
+            try:  # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer takes
+                text.encode()
+            except UnicodeEncodeError as e:
+                _fail(f"input {name!r}: text {i} is not valid UTF-8 ({e.reason}: "
+                      f"{text[e.start:e.end]!r} at character {e.start})", "bad_text")
         arr = np.empty(len(data), dtype=object)
         arr[:] = data
         return arr.reshape(shape)
