@@ -177,6 +177,10 @@ def test_crops_batch_by_width_and_detector_inputs_are_multiples_of_32():
     assert det_input(img, 736, "min").shape == (1, 3, 736, 992)
     assert det_input(img, 640, "max").shape == (1, 3, 480, 640)
     assert det_input(img, 320, "max").shape == (1, 3, 256, 320)
+    # a thin strip: "min" would scale 1 x 2000 px by 736 (12 GiB); the long side stops at 4000
+    assert det_input(np.zeros((1, 2000, 3), np.uint8), 736, "min").shape == (1, 3, 32, 4000)
+    assert det_input(np.zeros((9000, 8, 3), np.uint8), 736, "max").shape == (1, 3, 736, 32)
+    assert det_input(np.zeros((6000, 5000, 3), np.uint8), 736, "min").shape[2:] == (4000, 3328)
 
 
 def test_configs_validate():
@@ -261,6 +265,16 @@ def test_the_serving_pipeline_turns_bad_images_into_4xx():
 
 
 # ------------------------------------------------------------- real models (slow-ish)
+
+
+@pytest.mark.slow
+def test_a_thin_strip_is_answered_at_the_default_resolution():
+    # "min" scales the short side up to 736: a 1 x 2000 px strip asked for a 12 GiB input
+    from deploylab.cases.ocr.serving import OcrPipeline, encode_image, local_infer
+
+    strip = encode_image(np.full((1, 2000, 3), 255, np.uint8))
+    status, out = local_infer(OcrPipeline(), [strip])
+    assert status == 200 and len(out["text"]) == 0
 
 
 @pytest.mark.slow

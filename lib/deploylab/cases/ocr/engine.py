@@ -92,7 +92,8 @@ class OcrConfig:
         det_side (int, default 736): detection resolution (pixels, rounded to 32).
         det_limit (str, default "min"): "min": resize so the short side is at least
             `det_side` (the package's default, upsampling small images); "max": so the long
-            side is at most `det_side` (never upsampling).
+            side is at most `det_side` (never upsampling). Either way the long side
+            stays within 4000 px (`MAX_DET_SIDE`, PaddleOCR's limit).
         rec_batch (int, default 1): most crops per recognizer call; > 1 sorts them by width
             and batches crops of similar width (see `rec_inputs`).
         rec_tolerance (float, default 0.15): how much wider than the narrowest crop of a
@@ -171,8 +172,12 @@ class OcrResult:
 # ----------------------------------------------------------------------------- pieces
 
 
+MAX_DET_SIDE = 4000  # PaddleOCR's max_side_limit: the detector's longest input side
+
+
 def det_input(image_bgr: np.ndarray, side: int, limit: str) -> np.ndarray:
-    """The detector's input (1, 3, H, W) float32 for a BGR image, sides multiples of 32."""
+    """The detector's input (1, 3, H, W) float32 for a BGR image, sides multiples of 32,
+    the longer at most MAX_DET_SIDE."""
     import cv2
 
     h, w = image_bgr.shape[:2]
@@ -180,6 +185,8 @@ def det_input(image_bgr: np.ndarray, side: int, limit: str) -> np.ndarray:
         ratio = min(1.0, side / max(h, w))
     else:
         ratio = max(1.0, side / min(h, w))
+    # "min" upsamples a thin strip by its own thinness: 1 x 2000 px asked for 12 GiB
+    ratio = min(ratio, MAX_DET_SIDE / max(h, w))
     rh = max(32, int(round(h * ratio / 32) * 32))
     rw = max(32, int(round(w * ratio / 32) * 32))
     x = cv2.resize(image_bgr, (rw, rh)).astype(np.float32)
