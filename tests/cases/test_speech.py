@@ -380,6 +380,7 @@ BAD_AUDIO = {
     "stereo": (_wav(1.0, channels=2), speech.StereoAudioError, "mono"),
     "8-bit": (_wav(1.0, width=1), speech.SampleWidthError, "16-bit"),
     "not audio": (b"hello, I am a text file, not a recording", speech.NotAudioError, "WAV"),
+    "cut short": (_wav(1.0)[:-1], speech.NotAudioError, "cut short"),  # was numpy's ValueError
 }
 
 

@@ -113,6 +113,9 @@ def load_wav(data: bytes, **limits) -> np.ndarray:
     if not frames:
         raise EmptyAudioError("the WAV holds no samples: send at least "
                               f"{limits.get('min_seconds', MIN_SECONDS):g} s of speech")
+    if len(frames) % 2:
+        raise NotAudioError(f"the WAV's samples end half-way through one ({len(frames)} "
+                            "bytes of 16-bit samples): the file looks cut short; send it whole")
     return check_audio(np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0,
                        **limits)
 
