@@ -43,6 +43,23 @@ def test_a_request_timeout_that_is_not_positive_is_refused(nap_spec, timeout):
         start(nap_spec, request_timeout_s=timeout)
 
 
+@pytest.mark.parametrize(("option", "words"), [
+    ({"max_body_bytes": 0}, "max_body_bytes must be an int >= 1, got 0"),
+    ({"max_body_bytes": 1.5e6}, "max_body_bytes must be an int >= 1, got 1500000.0"),
+    ({"max_text_chars": -1}, "max_text_chars must be an int >= 1"),
+    ({"threads": 0}, "threads must be an int >= 1, got 0"),  # was taken as "the default"
+    ({"replica_cpus": 0}, "replica_cpus must be > 0 or None"),
+])
+def test_options_the_server_cannot_run_with_are_refused_before_ray_starts(
+        nap_spec, option, words, monkeypatch):
+    def no_ray(*_):
+        raise AssertionError("Ray started before the options were checked")
+
+    monkeypatch.setattr("deploylab.serve.server._init_ray", no_ray)
+    with pytest.raises(ServeError, match=re.escape(words)):
+        start(nap_spec, **option)
+
+
 def test_ray_metrics_that_do_not_answer_name_the_endpoint(monkeypatch):
     import ray
 

@@ -492,7 +492,7 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         replica_cpus (float | None, default None): CPUs Ray reserves per replica; None
             shares this machine's cores among the (most) replicas.
         threads (int | None, default None): compute threads per model call (ONNX Runtime,
-            torch, OpenMP); None is cores / (replicas x workers), at least 1.
+            torch, OpenMP), at least 1; None is cores / (replicas x workers).
         workers (int, default 1): batches of one model a replica runs at once, each on
             its own thread, all sharing one copy of the weights (Triton's instance count,
             OpenVINO's streams). On a small model `workers=cores, threads=1` beats one call
@@ -542,6 +542,13 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         raise ServeError(f"request_timeout_s must be > 0 or None, got {request_timeout_s!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ServeError(f"workers must be an int >= 1, got {workers!r}")
+    counts = {"max_body_bytes": max_body_bytes, "max_text_chars": max_text_chars,
+              **({"threads": threads} if threads is not None else {})}
+    for name, value in counts.items():
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ServeError(f"{name} must be an int >= 1, got {value!r}")
+    if replica_cpus is not None and not replica_cpus > 0:
+        raise ServeError(f"replica_cpus must be > 0 or None, got {replica_cpus!r}")
     if workers > 1 and any(s.platform == "python" for s in specs):
         raise ServeError("workers > 1 runs batches of a model at once on threads, and a "
                          "Pipeline need not be thread-safe: serve pipelines with "
