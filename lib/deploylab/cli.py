@@ -168,6 +168,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = serve.start(specs, host=args.host, port=args.port, num_replicas=args.replicas,
                          autoscaling=autoscaling, threads=args.threads,
                          workers=args.workers, request_timeout_s=args.request_timeout_s,
+                         max_body_bytes=round(args.max_body_mib * (1 << 20)),
+                         max_text_chars=args.max_text_chars,
                          ray_address=args.ray, access_log=args.access_log)
     try:
         first = specs[0]
@@ -275,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches a replica runs at once, sharing the weights (default 1)")
     s.add_argument("--request-timeout-s", type=float, default=20.0,
                    help="answer 504 to a request still unanswered after this (default 20)")
+    s.add_argument("--max-body-mib", type=float, default=1.0,
+                   help="larger request bodies get 413 (default 1 MiB; a 224 x 224 RGB "
+                        "image as an FP32 tensor in JSON needs about 3)")
+    s.add_argument("--max-text-chars", type=int, default=10_000,
+                   help="longer texts get 400 before tokenizing (default 10000)")
     s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster to serve on "
                                                     "(default: start one on this machine)")
     s.add_argument("--access-log", action="store_true", help="log every request")

@@ -55,13 +55,15 @@ def onnx_file(tmp_path):
 def test_an_onnx_file_is_served_with_the_options_given(started, onnx_file, capsys):
     assert cli.main(["serve", f"act:3={onnx_file}", str(onnx_file), "--replicas", "2",
                      "--port", "8123", "--max-batch-size", "4", "--batch-wait-ms", "2",
-                     "--workers", "2", "--threads", "1", "--request-timeout-s", "5"]) == 0
+                     "--workers", "2", "--threads", "1", "--request-timeout-s", "5",
+                     "--max-body-mib", "4", "--max-text-chars", "500"]) == 0
     (server,) = started
     assert [s.key for s in server.specs] == ["act:3", "relu:1"]
     assert server.specs[0].max_batch_size == 4 and server.specs[0].batch_wait_timeout_s == 0.002
     assert server.kwargs["num_replicas"] == 2 and server.kwargs["port"] == 8123
     assert server.kwargs["workers"] == 2 and server.kwargs["threads"] == 1
     assert server.kwargs["request_timeout_s"] == 5.0
+    assert server.kwargs["max_body_bytes"] == 4 << 20 and server.kwargs["max_text_chars"] == 500
     assert server.kwargs["host"] == "127.0.0.1" and server.stopped
     assert "serving act:3, relu:1 at http://127.0.0.1:8000" in capsys.readouterr().out
 
@@ -70,6 +72,12 @@ def test_autoscale_becomes_an_autoscaling_config(started, onnx_file):
     assert cli.main(["serve", str(onnx_file), "--autoscale", "1:2"]) == 0
     assert started[0].kwargs["autoscaling"] == {"min_replicas": 1, "max_replicas": 2,
                                                 "target_ongoing_requests": 8}
+
+
+def test_the_limits_default_to_the_servers(started, onnx_file):
+    assert cli.main(["serve", str(onnx_file)]) == 0
+    assert started[0].kwargs["max_body_bytes"] == 1 << 20
+    assert started[0].kwargs["max_text_chars"] == 10_000
 
 
 def test_minilm_names_its_versions(started, monkeypatch, tmp_path):
