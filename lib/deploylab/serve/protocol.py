@@ -173,11 +173,13 @@ def _to_array(raw: dict, spec: TensorSpec, max_text_chars: int) -> np.ndarray:
         _fail(f"input {name!r}: {spec.datatype} data holds a value of another type",
               "wrong_datatype")
     try:
-        arr = np.asarray(data, dtype=DATATYPES[spec.datatype])
+        with np.errstate(over="ignore"):  # 1e308 as FP32 is inf, refused just below
+            arr = np.asarray(data, dtype=DATATYPES[spec.datatype])
     except (OverflowError, ValueError) as e:
         _fail(f"input {name!r}: values do not fit {spec.datatype}: {e}", "wrong_datatype")
     if kind == "f" and not np.isfinite(arr).all():
-        _fail(f"input {name!r}: NaN or infinite values", "bad_data")
+        _fail(f"input {name!r}: NaN, infinity or a value beyond {spec.datatype}'s range",
+              "bad_data")
     return arr.reshape(shape)
 
 
