@@ -381,6 +381,10 @@ BAD_AUDIO = {
     "8-bit": (_wav(1.0, width=1), speech.SampleWidthError, "16-bit"),
     "not audio": (b"hello, I am a text file, not a recording", speech.NotAudioError, "WAV"),
     "cut short": (_wav(1.0)[:-1], speech.NotAudioError, "cut short"),  # was numpy's ValueError
+    # a byte slipped into the fmt chunk: the next chunk's size is garbage, and wave's seek
+    # past the end raised a bare RuntimeError
+    "garbled header": (_wav(1.0)[:27] + b"\x85" + _wav(1.0)[27:], speech.NotAudioError,
+                       "runs past the end"),
 }
 
 

@@ -97,9 +97,12 @@ def load_wav(data: bytes, **limits) -> np.ndarray:
         with wave.open(io.BytesIO(bytes(data)), "rb") as w:
             rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
             frames = w.readframes(w.getnframes())
-    except (wave.Error, EOFError, ValueError) as e:
-        raise NotAudioError(f"these bytes are not a WAV file ({e}); send 16-bit PCM WAV "
-                            "(e.g. ffmpeg -i in.mp3 -ar 16000 -ac 1 out.wav)") from None
+    except (wave.Error, EOFError, ValueError, RuntimeError) as e:
+        # wave raises a bare RuntimeError when a chunk's declared size does not fit the file
+        why = str(e) or "a chunk's size runs past the end of the file"
+        raise NotAudioError(f"these bytes are not a WAV file ({why}); send "
+                            "16-bit PCM WAV (e.g. ffmpeg -i in.mp3 -ar 16000 -ac 1 out.wav)"
+                            ) from None
     if channels != 1:
         raise StereoAudioError(f"the WAV has {channels} channels; send mono "
                                "(ffmpeg ... -ac 1)")
