@@ -163,9 +163,8 @@ class ModelServer:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ProtocolError(f"request body of over {limit} bytes (sent without a "
-                                    f"length) is over the limit of {limit} bytes", 413,
-                                    "body_too_large")
+                raise ProtocolError(f"request body (sent without a length) runs over the "
+                                    f"limit of {limit} bytes", 413, "body_too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
