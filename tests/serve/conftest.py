@@ -58,3 +58,23 @@ def nap_spec():
     return ModelSpec("nap", "1", Nap(), inputs=[TensorSpec("x", "FP32", (-1, 2))],
                      outputs=[TensorSpec("y", "FP32", (-1, 2))], max_batch_size=1,
                      batch_wait_timeout_s=0.0)
+
+
+@pytest.fixture(scope="session")
+def lookup_onnx(tmp_path_factory):
+    """An ONNX model, ids (batch, 3) INT64 -> rows (batch, 3, 2) of a 10-row table: any id
+    past 9 is out of bounds, which ONNX Runtime refuses as INVALID_ARGUMENT."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(20, dtype=np.float32).reshape(10, 2)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"])], "lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 2])],
+        [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("lookup") / "lookup.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -1,8 +1,9 @@
 """The server end to end, on loopback: one server for the module (Ray starts once).
 
 It serves a tiny torch model (lin:1), the same weights as ONNX (lin:2) and a tiny BERT
-text model behind the MiniLM tokenizer (text:1), with two replicas, and ends by stopping
-it and checking that nothing is left behind.
+text model behind the MiniLM tokenizer (text:1), and an ONNX table lookup that refuses ids
+past its end (lookup:1), with two replicas, and ends by stopping it and checking that
+nothing is left behind.
 """
 
 import json
@@ -35,7 +36,7 @@ def _onnx_lin(path):
     return path
 
 
-def _specs(tmp):
+def _specs(tmp, lookup_onnx):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -49,14 +50,15 @@ def _specs(tmp):
     return [ModelSpec("lin", "1", lin, inputs=[TensorSpec("x", "FP32", (-1, 4))],
                       outputs=[TensorSpec("y", "FP32", (-1, 2))], **opts),
             ModelSpec("lin", "2", _onnx_lin(tmp / "lin.onnx"), **opts),
-            ModelSpec("text", "1", bert, tokenizer="all-MiniLM-L6-v2", max_length=32, **opts)]
+            ModelSpec("text", "1", bert, tokenizer="all-MiniLM-L6-v2", max_length=32, **opts),
+            ModelSpec("lookup", "1", lookup_onnx, **opts)]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, lookup_onnx):
     # a request timeout well under the load generator's 30 s (see the replica-kill test)
-    s = serve.start(_specs(tmp_path_factory.mktemp("models")), num_replicas=2, threads=1,
-                    replica_cpus=0.5, max_body_bytes=64_000, max_text_chars=2_000,
+    s = serve.start(_specs(tmp_path_factory.mktemp("models"), lookup_onnx), num_replicas=2,
+                    threads=1, replica_cpus=0.5, max_body_bytes=64_000, max_text_chars=2_000,
                     request_timeout_s=10)
     yield s
     s.stop()
@@ -73,7 +75,7 @@ def test_it_binds_loopback_and_is_live_and_ready(server, client):
     assert client.live() and client.ready()
     assert client.server_metadata()["name"] == "deploylab"
     index = {(m["name"], m["version"]) for m in client.models()}
-    assert index == {("lin", "1"), ("lin", "2"), ("text", "1")}
+    assert index == {("lin", "1"), ("lin", "2"), ("text", "1"), ("lookup", "1")}
 
 
 def test_metadata_names_tensors_and_versions(client):
@@ -206,6 +208,31 @@ def test_a_body_sent_without_a_length_is_refused_at_the_limit(server, client):
         assert r.status_code == 413, r.text
         assert "sent without a length" in r.json()["error"]
     assert client.infer("lin", {"x": np.ones((1, 4), np.float32)})["y"].shape == (1, 2)
+
+
+def test_a_request_the_model_refuses_fails_alone_in_its_batch(server):
+    # an id past the table's end fails the whole model call; the replica then runs each
+    # request of the batch alone: the bad one gets a 400, the others their answers
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i):
+        ids = [[i % 10, 1, 99 if i % 8 == 0 else 2]]
+        r = httpx.post(server.replica_urls()[0] + "/v2/models/lookup/infer", trust_env=False,
+                       json={"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 3],
+                                         "data": ids}]})
+        return i, r.status_code, r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(48)))
+    for i, status, body in answers:
+        if i % 8 == 0:
+            assert status == 400 and "out of data bounds" in body["error"], body
+        else:
+            assert status == 200, body
+            assert body["outputs"][0]["data"][:2] == [2.0 * (i % 10), 2.0 * (i % 10) + 1]
+    hist = monitor.histogram(server.client().metrics(), "deploylab_batch_size",
+                             {"model": "lookup"})
+    assert hist[hist["le"] > 1]["count"].sum() > 0  # batches formed, so the test means it
 
 
 def test_client_raises_with_the_servers_message(client):

@@ -107,18 +107,35 @@ class ModelServer:
         pool = _Pool(workers, thread_name_prefix=f"model-{runner.spec.key}")
         labels = {"model": runner.spec.name, "version": runner.spec.version}
 
-        async def run_batch(items: list) -> list:
+        async def call(items: list) -> list:
             start = time.perf_counter()
-            try:
-                outs = await asyncio.get_running_loop().run_in_executor(pool, runner.run, items)
-            except Exception as e:  # the model failed: these requests get a 500, others go on
-                log.exception("model %s failed on a batch of %d", runner.spec.key, len(items))
-                return [e] * len(items)
+            outs = await asyncio.get_running_loop().run_in_executor(pool, runner.run, items)
             self.metrics.observe("deploylab_inference_seconds", labels,
                                  time.perf_counter() - start)
             self.metrics.observe("deploylab_batch_size", labels,
                                  sum(runner.rows(i) for i in items))
             return outs
+
+        async def alone(item):
+            try:
+                return (await call([item]))[0]
+            except ProtocolError as e:  # the model refused this request's values: a 4xx
+                return e
+            except Exception as e:  # the model failed: this request gets a 500
+                log.exception("model %s failed on a request", runner.spec.key)
+                return e
+
+        async def run_batch(items: list) -> list:
+            if len(items) == 1:
+                return [await alone(items[0])]
+            try:
+                return await call(items)
+            except Exception:
+                # one request the model cannot take fails the whole call: run each alone,
+                # so that only that request fails and the others are answered
+                log.warning(json.dumps({"event": "batch_failed", "model": runner.spec.key,
+                                        "items": len(items), "then": "each alone"}))
+                return [await alone(item) for item in items]
 
         return serve.batch(max_batch_size=runner.spec.max_batch_size,
                            batch_wait_timeout_s=runner.spec.batch_wait_timeout_s,

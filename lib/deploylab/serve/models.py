@@ -326,7 +326,15 @@ class Runner:
     def _forward(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.outputs]
         if self.session is not None:
-            return dict(zip(names, self.session.run(names, arrays), strict=True))
+            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+            try:
+                return dict(zip(names, self.session.run(names, arrays), strict=True))
+            except InvalidArgument as e:  # values the graph cannot take, e.g. an id past a
+                # table's end: the request's fault, though its datatype and shape fit
+                why = str(e).split("INVALID_ARGUMENT : ", 1)[-1]
+                raise ProtocolError(f"model {self.spec.key} cannot take this input: {why}",
+                                    400, "invalid_input") from None
         import torch
 
         with torch.inference_mode():
