@@ -1,5 +1,6 @@
 """Fixtures shared by the serving tests."""
 
+import copy
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -78,3 +79,54 @@ def lookup_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("lookup") / "lookup.onnx"
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# ----------------------------------------------------------------- fuzzing
+
+ODD = [None, True, 0, -1, 2**64, 1e308, float("nan"), "", "\ud800", "\x00", "FP32", "BYTES",
+       [], {}, [[]], [1, [2]], {"name": "x"}, 10**30]
+
+
+def _junk(rng, depth=0):
+    r = rng.random()
+    if depth < 3 and r < 0.2:
+        return [_junk(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if depth < 3 and r < 0.3:
+        return {rng.choice(["name", "datatype", "shape", "data", "inputs", "outputs"]):
+                _junk(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+    return copy.deepcopy(rng.choice(ODD))  # a fresh [] each time: no shared or cyclic lists
+
+
+def _mutated(rng, req):
+    """The request with one to three of its values (or keys) replaced, dropped or added to."""
+    req = copy.deepcopy(req)
+    for _ in range(rng.randint(1, 3)):
+        paths, todo = [], [((), req)]
+        while todo:
+            path, node = todo.pop()
+            items = node.items() if isinstance(node, dict) else (
+                enumerate(node) if isinstance(node, list) else ())
+            for k, v in items:
+                paths.append((*path, k))
+                todo.append(((*path, k), v))
+        if not paths:
+            break
+        *up, last = rng.choice(paths)
+        parent = req
+        for k in up:
+            parent = parent[k]
+        if isinstance(parent, dict) and rng.random() < 0.15:
+            del parent[last]
+        elif isinstance(parent, list) and rng.random() < 0.1:
+            parent.append(_junk(rng))
+        else:
+            parent[last] = _junk(rng)
+    return req
+
+
+@pytest.fixture(scope="session")
+def mutate():
+    """A fuzzer's mutation: `mutate(rng, request)` is a copy of a valid request (a dict) with
+    one to three of its values replaced by odd ones (NaN, 2**64, "\\ud800", [], ...), dropped,
+    or added to."""
+    return _mutated

@@ -235,6 +235,27 @@ def test_a_request_the_model_refuses_fails_alone_in_its_batch(server):
     assert hist[hist["le"] > 1]["count"].sum() > 0  # batches formed, so the test means it
 
 
+def test_mutated_requests_get_a_4xx_or_an_answer_never_a_5xx(server, client, mutate):
+    # the protocol's fuzzer, over HTTP and through every model's prepare and run
+    import random
+
+    valid = {"lin": _lin(), "text": load.text_request("hello there", "yo").decode(),
+             "lookup": json.dumps({"inputs": [{"name": "ids", "datatype": "INT64",
+                                               "shape": [1, 3], "data": [[1, 2, 3]]}]})}
+    rng, seen = random.Random(1), {}
+    with httpx.Client(base_url=server.url, trust_env=False) as http:
+        for _ in range(300):
+            model = rng.choice(list(valid))
+            raw = json.dumps(mutate(rng, json.loads(valid[model])))
+            r = http.post(f"/v2/models/{model}/infer", content=raw,
+                          headers={"content-type": "application/json"})
+            assert r.status_code < 500, (raw, r.text)
+            seen[r.status_code] = seen.get(r.status_code, 0) + 1
+    assert seen.get(200, 0) > 0 and seen.get(400, 0) > 100, seen  # both paths exercised
+    ok = client.infer("lin", {"x": np.ones((1, 4), np.float32)})["y"]
+    np.testing.assert_allclose(ok, np.ones((1, 4)) @ W, rtol=1e-6)
+
+
 def test_client_raises_with_the_servers_message(client):
     with pytest.raises(InferenceError, match="unknown model 'nope'") as e:
         client.metadata("nope")
