@@ -136,6 +136,8 @@ MODELS = {  # (inputs, outputs, a valid request)
                         {"name": "on", "datatype": "BOOL", "shape": [1, 2],
                          "data": [True, False]}]}),
 }
+
+
 def test_mutated_requests_are_either_parsed_or_a_4xx_and_never_warn(mutate):
     # a fuzzer: whatever a request holds, the answer is arrays that fit the model or a
     # ProtocolError; anything else would be a 500, retried by clients as the server's fault
