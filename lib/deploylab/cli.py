@@ -156,6 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("max_batch_size", args.max_batch_size),
                                  ("batch_wait_timeout_s", args.batch_wait_ms / 1e3
                                   if args.batch_wait_ms is not None else None)) if v is not None}
+    if not args.max_body_mib * (1 << 20) >= 1:
+        raise DeploylabError(f"--max-body-mib must be > 0, got {args.max_body_mib:g}")
     specs = _serve_specs(args.model, args.tokenizer, options)
     autoscaling = None
     if args.autoscale:

@@ -93,6 +93,7 @@ def test_minilm_names_its_versions(started, monkeypatch, tmp_path):
     (["serve", "nothing.onnx"], "existing .onnx file"),
     (["serve", "minilm:int4"], "minilm:fp32 or minilm:int8"),
     (["serve", "RELU", "--autoscale", "2:1"], "MIN:MAX"),
+    (["serve", "RELU", "--max-body-mib", "0"], "--max-body-mib must be > 0, got 0"),
 ])
 def test_bad_arguments_are_one_line_errors(started, onnx_file, argv, words, capsys):
     argv = [str(onnx_file) if a == "RELU" else a for a in argv]
