@@ -28,8 +28,8 @@ import numpy as np
 from .pipeline import Pipeline
 from .protocol import DATATYPES, InferRequest, ProtocolError, TensorSpec
 
-__all__ = ["ModelSpec", "Runner", "check_batching", "padded_feeds", "text_input_spec",
-           "version_order"]
+__all__ = ["ModelSpec", "Runner", "check_batching", "check_count", "padded_feeds",
+           "text_input_spec", "version_order"]
 
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
@@ -55,13 +55,18 @@ def text_input_spec(name: str = "text") -> TensorSpec:
     return TensorSpec(name, "BYTES", (-1,))
 
 
+def check_count(name: str, value) -> None:
+    """Refuse (ValueError) anything but an int >= 1; numpy's integers pass, bools do not.
+    The serving layer's one check of a count (batch size, replicas, workers, limits)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def check_batching(max_batch_size=None, batch_wait_timeout_s=None) -> None:
     """Refuse batching a server cannot run with (ValueError); None is not checked. The one
     check for a spec and for a running server's `configure`."""
-    if max_batch_size is not None and (not isinstance(max_batch_size, numbers.Integral)
-                                       or isinstance(max_batch_size, bool)
-                                       or max_batch_size < 1):
-        raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+    if max_batch_size is not None:
+        check_count("max_batch_size", max_batch_size)
     if batch_wait_timeout_s is not None and not 0 <= float(batch_wait_timeout_s) <= 10:
         raise ValueError("batch_wait_timeout_s must be in [0, 10] seconds, got "
                          f"{batch_wait_timeout_s!r}")

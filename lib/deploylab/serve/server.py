@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import numbers
 import os
 import re
 import socket
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from ..errors import DeploylabError
 from .gateway import CALLBACK, ENV
-from .models import ModelSpec, check_batching
+from .models import ModelSpec, check_batching, check_count
 
 __all__ = ["Server", "ServeError", "free_port", "start", "stop"]
 
@@ -100,14 +99,15 @@ class Server:
         """
         from ray import serve
 
-        try:  # the same check as a ModelSpec's
+        try:  # the same checks as a ModelSpec's and start()'s
             check_batching(max_batch_size, batch_wait_timeout_s)
         except ValueError as e:
             raise ServeError(str(e)) from None
-        if num_replicas is not None and (not isinstance(num_replicas, numbers.Integral)
-                                         or isinstance(num_replicas, bool) or num_replicas < 1):
-            raise ServeError(f"num_replicas must be an int >= 1, got {num_replicas!r} "
-                             "(stop() takes the server down)")
+        try:
+            if num_replicas is not None:
+                check_count("num_replicas", num_replicas)
+        except ValueError as e:
+            raise ServeError(f"{e} (stop() takes the server down)") from None
         cfg = dict(self._options.get("user_config") or {})
         if max_batch_size is not None:
             cfg["max_batch_size"] = int(max_batch_size)
@@ -540,13 +540,14 @@ def start(models: ModelSpec | Sequence[ModelSpec], *, host: str = "127.0.0.1",
         raise ServeError(f"num_replicas must be >= 1, got {most}")
     if request_timeout_s is not None and not request_timeout_s > 0:
         raise ServeError(f"request_timeout_s must be > 0 or None, got {request_timeout_s!r}")
-    if not isinstance(workers, int) or workers < 1:
-        raise ServeError(f"workers must be an int >= 1, got {workers!r}")
-    counts = {"max_body_bytes": max_body_bytes, "max_text_chars": max_text_chars,
+    counts = {"workers": workers, "max_body_bytes": max_body_bytes,
+              "max_text_chars": max_text_chars,
               **({"threads": threads} if threads is not None else {})}
-    for name, value in counts.items():
-        if not isinstance(value, numbers.Integral) or value < 1:
-            raise ServeError(f"{name} must be an int >= 1, got {value!r}")
+    try:
+        for name, value in counts.items():
+            check_count(name, value)
+    except ValueError as e:
+        raise ServeError(str(e)) from None
     if replica_cpus is not None and not replica_cpus > 0:
         raise ServeError(f"replica_cpus must be > 0 or None, got {replica_cpus!r}")
     if workers > 1 and any(s.platform == "python" for s in specs):
